@@ -1,0 +1,313 @@
+//! The configuration as users write it: one JSON object, given as Envoy's plugin
+//! `configuration` string or as Istio's `pluginConfig`. These serde types only describe the
+//! shape; [`crate::settings::compile`] validates them into ready-to-run [`crate::settings::Settings`].
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Parses the configuration text; errors name the field (`providers.main.audiences[1]`).
+pub fn parse(text: &str) -> Result<FilterConfig, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let config: FilterConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        ConfigError::Syntax {
+            field: if field == "." {
+                "(top level)".into()
+            } else {
+                field
+            },
+            message: e.into_inner().to_string(),
+        }
+    })?;
+    de.end().map_err(|e| ConfigError::Syntax {
+        field: "(top level)".into(),
+        message: e.to_string(),
+    })?;
+    Ok(config)
+}
+
+/// A configuration the filter refuses; `on_configure` logs it and returns false.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Not JSON, or a field of the wrong type, unknown or missing.
+    Syntax { field: String, message: String },
+    /// Well-formed but unusable.
+    Invalid { field: String, message: String },
+}
+
+impl ConfigError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn field(&self) -> &str {
+        match self {
+            ConfigError::Syntax { field, .. } | ConfigError::Invalid { field, .. } => field,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Syntax { field, message } | ConfigError::Invalid { field, message } => {
+                write!(f, "{}: {}", field, message)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// `realm` of the `WWW-Authenticate` challenge.
+    pub realm: Option<String>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Where to look for the token, in order. Default: `Authorization: Bearer`.
+    pub token_sources: Option<Vec<TokenSourceConfig>>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// For requests no rule matches.
+    #[serde(default)]
+    pub default: DefaultAction,
+    #[serde(default)]
+    pub forward: ForwardConfig,
+    /// Decide, log and count, but let every request through with the decision in a header.
+    #[serde(default)]
+    pub dry_run: bool,
+    pub dry_run_header: Option<String>,
+    pub max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub token_cache: TokenCacheConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultAction {
+    /// 403 for requests no rule matches.
+    #[default]
+    Deny,
+    /// Any valid token.
+    Authenticated,
+    /// Let them through without a token.
+    Allow,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Expected `iss`, compared exactly. Without it any `iss` is accepted.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (any of). Default: the ZITADEL project id, if given; else none
+    /// (no audience check).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted `alg` values. Default: every asymmetric algorithm, plus HMAC when the inline
+    /// key set holds an `oct` key.
+    pub algorithms: Option<Vec<String>>,
+    /// Inline JWK Set: an object or a string holding one.
+    pub jwks: Option<Value>,
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    pub min_rsa_bits: Option<usize>,
+    pub zitadel: Option<ZitadelConfig>,
+    #[serde(default)]
+    pub claims: ClaimNamesConfig,
+}
+
+fn default_clock_skew() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZitadelConfig {
+    /// The id of the ZITADEL project of the API this filter protects.
+    pub project_id: String,
+    /// Also read the flat `urn:zitadel:iam:org:project:roles` claim. Unsafe unless every
+    /// client that can obtain tokens belongs to this project (see README).
+    #[serde(default)]
+    pub accept_flat_roles_claim: bool,
+}
+
+/// Claims that hold roles, permissions and scopes, for providers other than ZITADEL.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimNamesConfig {
+    pub roles: Option<ClaimPathConfig>,
+    pub permissions: Option<ClaimPathConfig>,
+    pub scopes: Option<ClaimPathConfig>,
+}
+
+/// A claim path: `"realm_access.roles"`, or `["https://example.com/roles"]` for keys with dots.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimPathConfig {
+    Dotted(String),
+    Keys(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSourceConfig {
+    pub header: Option<String>,
+    /// With `header`: a scheme prefix such as `"Bearer "` (compared case-insensitively).
+    pub prefix: Option<String>,
+    pub cookie: Option<String>,
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub route: MatchConfig,
+    /// No token needed (a token that is sent must still be valid).
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Refuse every request this rule matches (403).
+    #[serde(default)]
+    pub deny: bool,
+    /// Providers whose tokens count on this route. Default: all.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Replaces the providers' audiences on this route.
+    pub audiences: Option<Vec<String>>,
+    pub roles: Option<RolesConfig>,
+    pub permissions: Option<NamesConfig>,
+    pub scopes: Option<NamesConfig>,
+    #[serde(default)]
+    pub claims: Vec<ClaimRuleConfig>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    pub path: Option<PathConfig>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+    /// Matched against the whole path (without the query string).
+    pub regex: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamesConfig {
+    pub any_of: Option<Vec<String>>,
+    pub all_of: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesConfig {
+    pub any_of: Option<Vec<String>>,
+    pub all_of: Option<Vec<String>>,
+    /// The organisation the role must be granted in (ZITADEL role grants carry org ids).
+    pub org: Option<OrgConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    /// A fixed organisation id.
+    pub id: Option<String>,
+    /// The header in which the request names the organisation id.
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRuleConfig {
+    pub claim: ClaimPathConfig,
+    pub equals: Option<Value>,
+    pub contains: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Claims copied into request headers for the upstream.
+    #[serde(default)]
+    pub claims: Vec<ForwardClaimConfig>,
+    /// Role names (from the provider's roles claim), comma-separated.
+    pub roles_header: Option<String>,
+    pub permissions_header: Option<String>,
+    pub scopes_header: Option<String>,
+    /// Name of the provider that verified the token.
+    pub provider_header: Option<String>,
+    /// Remove the header that carried the token (`Authorization`) before the upstream.
+    #[serde(default)]
+    pub remove_token_header: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardClaimConfig {
+    pub claim: ClaimPathConfig,
+    pub header: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenCacheConfig {
+    /// 0 disables the cache.
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    /// An entry lives until the token expires or this many seconds pass, whichever is first.
+    pub ttl_seconds: u64,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        TokenCacheConfig {
+            max_entries: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+            ttl_seconds: 300,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_name_the_field() {
+        let err = parse(r#"{"providers":{"main":{"audiences":["a",1]}}}"#).unwrap_err();
+        assert_eq!(err.field(), "providers.main.audiences[1]");
+        let err = parse(r#"{"providers":{},"rules":[{"match":{"paht":{}}}]}"#).unwrap_err();
+        assert_eq!(err.field(), "rules[0].match.paht");
+        assert!(err.to_string().contains("unknown field"), "{}", err);
+    }
+
+    #[test]
+    fn missing_providers_is_named() {
+        let err = parse("{}").unwrap_err();
+        assert!(err.to_string().contains("providers"), "{}", err);
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        assert!(parse(r#"{"providers":{}} x"#).is_err());
+        assert!(parse("").is_err());
+    }
+}

@@ -1,0 +1,405 @@
+//! Finding the access token in a request: headers (with a scheme prefix), cookies, query
+//! parameters, tried in the configured order.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// One place a token may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A header (lower-case name). With a prefix such as `"Bearer "`, the prefix is matched
+    /// case-insensitively and, when it ends in a space, one or more spaces may follow
+    /// (RFC 6750 `1*SP`).
+    Header {
+        name: String,
+        prefix: Option<String>,
+    },
+    Cookie(String),
+    Query(String),
+}
+
+impl TokenSource {
+    pub fn bearer() -> TokenSource {
+        TokenSource::Header {
+            name: "authorization".into(),
+            prefix: Some("Bearer ".into()),
+        }
+    }
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Header {
+                name,
+                prefix: Some(p),
+            } => {
+                write!(f, "the {} header (\"{}<token>\")", name, p)
+            }
+            TokenSource::Header { name, prefix: None } => write!(f, "the {} header", name),
+            TokenSource::Cookie(name) => write!(f, "the {} cookie", name),
+            TokenSource::Query(name) => write!(f, "the {} query parameter", name),
+        }
+    }
+}
+
+/// Why the token could not be taken from the request (a 401 `invalid_request`-like refusal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtractError {
+    Repeated(String),
+    BadScheme { header: String, prefix: String },
+    NotVisibleAscii(String),
+}
+
+impl fmt::Display for ExtractError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtractError::Repeated(what) => {
+                write!(f, "the request carries more than one {}", what)
+            }
+            ExtractError::BadScheme { header, prefix } => write!(
+                f,
+                "the {} header must be \"{}<token>\" (spaces, not tabs, after the scheme)",
+                header, prefix
+            ),
+            ExtractError::NotVisibleAscii(what) => {
+                write!(
+                    f,
+                    "the token in {} has characters a token cannot have",
+                    what
+                )
+            }
+        }
+    }
+}
+
+/// The outcome of looking for a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extraction<'a> {
+    Found {
+        token: Cow<'a, str>,
+        /// Index of the source in the configured list.
+        source: usize,
+    },
+    Missing,
+    Invalid(ExtractError),
+}
+
+/// Request headers as the host hands them over: lower-case names, raw byte values.
+pub type HeaderList = [(String, Vec<u8>)];
+
+/// Tries each source in order; the first that holds a token wins.
+pub fn extract<'a>(
+    sources: &[TokenSource],
+    headers: &'a HeaderList,
+    path: &'a str,
+) -> Extraction<'a> {
+    for (index, source) in sources.iter().enumerate() {
+        let found = match source {
+            TokenSource::Header { name, prefix } => from_header(headers, name, prefix.as_deref()),
+            TokenSource::Cookie(name) => from_cookie(headers, name),
+            TokenSource::Query(name) => from_query(path, name),
+        };
+        match found {
+            Ok(Some(token)) => {
+                return Extraction::Found {
+                    token,
+                    source: index,
+                }
+            }
+            Ok(None) => continue,
+            Err(e) => return Extraction::Invalid(e),
+        }
+    }
+    Extraction::Missing
+}
+
+fn is_token_text(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn from_header<'a>(
+    headers: &'a HeaderList,
+    name: &str,
+    prefix: Option<&str>,
+) -> Result<Option<Cow<'a, str>>, ExtractError> {
+    let mut values = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+    let Some(raw) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ExtractError::Repeated(format!("{} header", name)));
+    }
+    let what = || format!("the {} header", name);
+    let value = std::str::from_utf8(raw)
+        .map_err(|_| ExtractError::NotVisibleAscii(what()))?
+        .trim_matches(' ');
+    let token = match prefix {
+        None => value,
+        Some(prefix) => {
+            let scheme = prefix.trim_end_matches(' ');
+            let wants_space = scheme.len() != prefix.len();
+            let head = value.get(..scheme.len());
+            if !head.is_some_and(|h| h.eq_ignore_ascii_case(scheme)) {
+                // Another scheme (e.g. Basic): not a token for us.
+                return Ok(None);
+            }
+            let rest = &value[scheme.len()..];
+            if wants_space {
+                let after = rest.trim_start_matches(' ');
+                if after.len() == rest.len() || after.is_empty() {
+                    return Err(ExtractError::BadScheme {
+                        header: name.to_owned(),
+                        prefix: prefix.to_owned(),
+                    });
+                }
+                after
+            } else {
+                rest
+            }
+        }
+    };
+    if !is_token_text(token) {
+        return Err(ExtractError::NotVisibleAscii(what()));
+    }
+    Ok(Some(Cow::Borrowed(token)))
+}
+
+fn from_cookie<'a>(
+    headers: &'a HeaderList,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, ExtractError> {
+    let what = || format!("the {} cookie", name);
+    let mut found: Option<&str> = None;
+    for (_, raw) in headers.iter().filter(|(n, _)| n == "cookie") {
+        // A cookie header with bytes that are not UTF-8 cannot hold our (ASCII) cookie.
+        let Ok(text) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        for pair in text.split(';') {
+            let Some((k, v)) = pair.trim_matches(' ').split_once('=') else {
+                continue;
+            };
+            if k == name {
+                if found.is_some() {
+                    return Err(ExtractError::Repeated(format!("{} cookie", name)));
+                }
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                found = Some(v);
+            }
+        }
+    }
+    match found {
+        None => Ok(None),
+        Some(v) if is_token_text(v) => Ok(Some(Cow::Borrowed(v))),
+        Some(_) => Err(ExtractError::NotVisibleAscii(what())),
+    }
+}
+
+fn from_query<'a>(path: &'a str, name: &str) -> Result<Option<Cow<'a, str>>, ExtractError> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Ok(None);
+    };
+    let query = query.split_once('#').map_or(query, |q| q.0);
+    let mut found: Option<&str> = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(k).as_deref() == Some(name) {
+            if found.is_some() {
+                return Err(ExtractError::Repeated(format!("{} query parameter", name)));
+            }
+            found = Some(v);
+        }
+    }
+    let Some(raw) = found else {
+        return Ok(None);
+    };
+    match percent_decode(raw) {
+        Some(v) if is_token_text(&v) => Ok(Some(v)),
+        _ => Err(ExtractError::NotVisibleAscii(format!(
+            "the {} query parameter",
+            name
+        ))),
+    }
+}
+
+/// Percent-decoding of a query component; `None` for bad escapes or non-UTF-8 results.
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') && !s.contains('+') {
+        return Some(Cow::Borrowed(s));
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn bearer(headers: &[(&str, &str)]) -> Extraction<'static> {
+        let headers: &'static HeaderList = Box::leak(h(headers).into_boxed_slice());
+        extract(&[TokenSource::bearer()], headers, "/")
+    }
+
+    fn found(token: &str) -> Extraction<'static> {
+        Extraction::Found {
+            token: Cow::Owned(token.to_string()),
+            source: 0,
+        }
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer a.b.c", "bearer a.b.c", "BEARER a.b.c"] {
+            assert_eq!(bearer(&[("authorization", v)]), found("a.b.c"));
+        }
+    }
+
+    #[test]
+    fn one_or_more_spaces_may_follow_bearer() {
+        assert_eq!(
+            bearer(&[("authorization", "Bearer    a.b.c")]),
+            found("a.b.c")
+        );
+    }
+
+    #[test]
+    fn tab_or_no_space_after_bearer_is_refused() {
+        for v in ["Bearer\ta.b.c", "Bearera.b.c", "Bearer", "Bearer   "] {
+            assert!(
+                matches!(
+                    bearer(&[("authorization", v)]),
+                    Extraction::Invalid(ExtractError::BadScheme { .. })
+                ),
+                "{:?}",
+                v
+            );
+        }
+    }
+
+    #[test]
+    fn other_schemes_are_not_tokens() {
+        assert_eq!(
+            bearer(&[("authorization", "Basic dXNlcjpwYXNz")]),
+            Extraction::Missing
+        );
+        assert_eq!(bearer(&[]), Extraction::Missing);
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let r = bearer(&[
+            ("authorization", "Bearer a.b.c"),
+            ("authorization", "Bearer d.e.f"),
+        ]);
+        assert!(matches!(r, Extraction::Invalid(ExtractError::Repeated(_))));
+    }
+
+    #[test]
+    fn whitespace_or_non_ascii_inside_the_token_is_refused() {
+        for v in ["Bearer a.b c", "Bearer a.b.\u{e9}"] {
+            assert!(
+                matches!(
+                    bearer(&[("authorization", v)]),
+                    Extraction::Invalid(ExtractError::NotVisibleAscii(_))
+                ),
+                "{:?}",
+                v
+            );
+        }
+        let headers = vec![("authorization".to_string(), b"Bearer a.\xff.c".to_vec())];
+        assert!(matches!(
+            extract(&[TokenSource::bearer()], &headers, "/"),
+            Extraction::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn sources_are_tried_in_order() {
+        let sources = [
+            TokenSource::Header {
+                name: "x-token".into(),
+                prefix: None,
+            },
+            TokenSource::Cookie("at".into()),
+            TokenSource::Query("access_token".into()),
+        ];
+        let headers = h(&[("cookie", "a=1; at=from-cookie; b=2")]);
+        let r = extract(&sources, &headers, "/p?access_token=from-query");
+        assert_eq!(
+            r,
+            Extraction::Found {
+                token: Cow::Borrowed("from-cookie"),
+                source: 1
+            }
+        );
+        let r = extract(&sources, &[], "/p?x=1&access_token=from%2Dquery");
+        assert_eq!(
+            r,
+            Extraction::Found {
+                token: Cow::Owned("from-query".into()),
+                source: 2
+            }
+        );
+        let headers = h(&[("x-token", "raw-token")]);
+        let r = extract(&sources, &headers, "/p?access_token=q");
+        assert_eq!(
+            r,
+            Extraction::Found {
+                token: Cow::Borrowed("raw-token"),
+                source: 0
+            }
+        );
+    }
+
+    #[test]
+    fn repeated_query_parameter_is_refused() {
+        let r = extract(&[TokenSource::Query("t".into())], &[], "/?t=a&t=b");
+        assert!(matches!(r, Extraction::Invalid(ExtractError::Repeated(_))));
+    }
+
+    #[test]
+    fn custom_prefix_without_space() {
+        let sources = [TokenSource::Header {
+            name: "x-auth".into(),
+            prefix: Some("Token=".into()),
+        }];
+        let headers = h(&[("x-auth", "token=abc")]);
+        assert_eq!(
+            extract(&sources, &headers, "/"),
+            Extraction::Found {
+                token: Cow::Borrowed("abc"),
+                source: 0
+            }
+        );
+    }
+}

@@ -1,0 +1,687 @@
+//! The compiled configuration: everything validated, keys parsed, matchers built, so that
+//! the request path only reads.
+
+use crate::alg::{Alg, AlgSet};
+use crate::cache::CacheLimits;
+use crate::config::{
+    self, ClaimPathConfig, ConfigError, DefaultAction, FilterConfig, NamesConfig, ProviderConfig,
+    RuleConfig,
+};
+use crate::extract::TokenSource;
+use crate::jwks::{self, KeyPolicy, KeySet};
+use crate::policy::{
+    Access, ClaimRequirement, ClaimTest, HostMatch, NameRequirement, OrgSource, PathMatch,
+    Requirements, RoleRequirement, RouteMatch, RouteRule, RouteTable, SetMode,
+};
+use crate::principal::{zitadel_project_roles_claim, ClaimPath, ClaimSources, RoleSource};
+use crate::verify::AudienceSet;
+use serde_json::Value;
+
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub const DEFAULT_REALM: &str = "tokengate";
+pub const DEFAULT_DRY_RUN_HEADER: &str = "x-tokengate-dry-run";
+
+/// One identity provider, ready to verify tokens.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: Option<String>,
+    pub audiences: AudienceSet,
+    pub algorithms: AlgSet,
+    pub keys: KeySet,
+    pub clock_skew: u64,
+    pub claims: ClaimSources,
+}
+
+impl Provider {
+    /// Whether this provider verifies tokens with this `iss`.
+    pub fn accepts_issuer(&self, iss: Option<&str>) -> bool {
+        match &self.issuer {
+            None => true,
+            Some(expected) => iss == Some(expected.as_str()),
+        }
+    }
+}
+
+/// A claim copied to a request header.
+#[derive(Debug, Clone)]
+pub struct ClaimHeader {
+    pub claim: ClaimPath,
+    pub header: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Forwarding {
+    pub claims: Vec<ClaimHeader>,
+    pub roles_header: Option<String>,
+    pub permissions_header: Option<String>,
+    pub scopes_header: Option<String>,
+    pub provider_header: Option<String>,
+    pub remove_token_header: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TokenCacheSettings {
+    pub limits: CacheLimits,
+    pub ttl_seconds: u64,
+}
+
+/// The ready-to-run configuration.
+#[derive(Debug)]
+pub struct Settings {
+    pub realm: String,
+    pub providers: Vec<Provider>,
+    pub sources: Vec<TokenSource>,
+    pub routes: RouteTable,
+    pub forward: Forwarding,
+    pub dry_run: bool,
+    pub dry_run_header: String,
+    pub max_token_bytes: usize,
+    pub token_cache: TokenCacheSettings,
+    /// Every header this filter writes; removed from each incoming request first, so a client
+    /// can never pose as the filter.
+    pub managed_headers: Vec<String>,
+}
+
+/// Parses and compiles configuration text. Warnings (skipped keys, risky choices) are
+/// returned for the host to log.
+pub fn compile_str(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
+    compile(config::parse(text)?)
+}
+
+pub fn compile(config: FilterConfig) -> Result<(Settings, Vec<String>), ConfigError> {
+    let mut warnings = Vec::new();
+    if config.providers.is_empty() {
+        return Err(ConfigError::invalid(
+            "providers",
+            "at least one provider is needed",
+        ));
+    }
+    let mut providers = Vec::with_capacity(config.providers.len());
+    for (name, provider) in &config.providers {
+        providers.push(compile_provider(name, provider, &mut warnings)?);
+    }
+    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+
+    let sources = match &config.token_sources {
+        None => vec![TokenSource::bearer()],
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::invalid("token_sources", "must not be empty"))
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| compile_source(&format!("token_sources[{}]", i), s))
+            .collect::<Result<_, _>>()?,
+    };
+
+    let mut rules = Vec::with_capacity(config.rules.len());
+    for (i, rule) in config.rules.iter().enumerate() {
+        rules.push(compile_rule(&format!("rules[{}]", i), i, rule, &names)?);
+    }
+    let default = RouteRule {
+        name: "default".into(),
+        route: RouteMatch::default(),
+        access: match config.default {
+            DefaultAction::Deny => Access::Deny,
+            DefaultAction::Allow => Access::Anonymous,
+            DefaultAction::Authenticated => Access::Token(Requirements::default()),
+        },
+        providers: Vec::new(),
+        dry_run: false,
+    };
+
+    let forward = compile_forwarding(&config.forward)?;
+    let dry_run_header = match &config.dry_run_header {
+        Some(h) => header_name("dry_run_header", h)?,
+        None => DEFAULT_DRY_RUN_HEADER.to_owned(),
+    };
+    let mut managed_headers: Vec<String> = forward
+        .claims
+        .iter()
+        .map(|c| c.header.clone())
+        .chain(forward.roles_header.clone())
+        .chain(forward.permissions_header.clone())
+        .chain(forward.scopes_header.clone())
+        .chain(forward.provider_header.clone())
+        .chain(std::iter::once(dry_run_header.clone()))
+        .collect();
+    managed_headers.sort();
+    managed_headers.dedup();
+    for source in &sources {
+        if let TokenSource::Header { name, .. } = source {
+            if managed_headers.contains(name) {
+                return Err(ConfigError::invalid(
+                    "forward",
+                    format!("header {:?} is also a token source", name),
+                ));
+            }
+        }
+    }
+
+    let max_token_bytes = config.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+    if max_token_bytes == 0 {
+        return Err(ConfigError::invalid("max_token_bytes", "must be positive"));
+    }
+    let cache = &config.token_cache;
+    if cache.max_entries > 0 && (cache.ttl_seconds == 0 || cache.max_bytes == 0) {
+        return Err(ConfigError::invalid(
+            "token_cache",
+            "ttl_seconds and max_bytes must be positive (set max_entries to 0 to disable the cache)",
+        ));
+    }
+    let realm = config
+        .realm
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REALM.to_owned());
+    if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(
+            "realm",
+            "must not contain quotes, backslashes or control characters",
+        ));
+    }
+    if config.dry_run {
+        warnings.push("dry_run is on: no request is refused; decisions are only logged, counted and sent upstream in a header".to_owned());
+    }
+
+    Ok((
+        Settings {
+            realm,
+            providers,
+            sources,
+            routes: RouteTable { rules, default },
+            forward,
+            dry_run: config.dry_run,
+            dry_run_header,
+            max_token_bytes,
+            token_cache: TokenCacheSettings {
+                limits: CacheLimits {
+                    max_entries: cache.max_entries,
+                    max_bytes: cache.max_bytes,
+                },
+                ttl_seconds: cache.ttl_seconds,
+            },
+            managed_headers,
+        },
+        warnings,
+    ))
+}
+
+fn compile_provider(
+    name: &str,
+    cfg: &ProviderConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Provider, ConfigError> {
+    let field = |f: &str| format!("providers.{}.{}", name, f);
+    if name.is_empty() {
+        return Err(ConfigError::invalid(
+            "providers",
+            "a provider name must not be empty",
+        ));
+    }
+    if let Some(iss) = &cfg.issuer {
+        if iss.is_empty() {
+            return Err(ConfigError::invalid(
+                field("issuer"),
+                "must not be empty; leave it out to accept any issuer",
+            ));
+        }
+    } else {
+        warnings.push(format!(
+            "provider {:?} has no issuer: tokens with any iss are accepted",
+            name
+        ));
+    }
+
+    let explicit_algs = match &cfg.algorithms {
+        None => None,
+        Some(list) => {
+            if list.is_empty() {
+                return Err(ConfigError::invalid(
+                    field("algorithms"),
+                    "must not be empty",
+                ));
+            }
+            let mut set = AlgSet::default();
+            for (i, a) in list.iter().enumerate() {
+                let alg = Alg::from_name(a).ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("{}[{}]", field("algorithms"), i),
+                        format!("{:?} is not a supported algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384, HS512)", a),
+                    )
+                })?;
+                set = set.with(alg);
+            }
+            Some(set)
+        }
+    };
+
+    let Some(jwks_value) = &cfg.jwks else {
+        return Err(ConfigError::invalid(
+            field("jwks"),
+            "the provider needs keys: give an inline JWK Set",
+        ));
+    };
+    let policy = KeyPolicy {
+        // Inline keys are the operator's own: HMAC keys may be among them.
+        allowed: explicit_algs.unwrap_or_else(|| {
+            AlgSet::asymmetric()
+                .with(Alg::Hs256)
+                .with(Alg::Hs384)
+                .with(Alg::Hs512)
+        }),
+        allow_hmac: true,
+        min_rsa_bits: cfg.min_rsa_bits.unwrap_or(2048),
+    };
+    let parsed = match jwks_value {
+        Value::String(text) => jwks::parse_jwks_str(text, &policy),
+        other => jwks::parse_jwks(other, &policy),
+    };
+    let (keys, skipped) = parsed.map_err(|e| ConfigError::invalid(field("jwks"), e.to_string()))?;
+    for w in skipped {
+        warnings.push(format!("provider {:?}: jwks {} (skipped)", name, w));
+    }
+    // Default allow-list: the asymmetric algorithms, plus HMAC only where an oct key was given.
+    let algorithms = explicit_algs.unwrap_or_else(|| {
+        let hmac: AlgSet = keys.algs().iter().filter(|a| a.is_symmetric()).collect();
+        AlgSet::asymmetric().iter().chain(hmac.iter()).collect()
+    });
+    if let Some(explicit) = explicit_algs {
+        if let Some(alg) = explicit
+            .iter()
+            .find(|a| a.is_symmetric() && !keys.algs().contains(*a))
+        {
+            return Err(ConfigError::invalid(
+                field("algorithms"),
+                format!("{} needs an oct key in the provider's inline jwks", alg),
+            ));
+        }
+    }
+
+    let mut audiences = cfg.audiences.clone();
+    if audiences.is_empty() {
+        if let Some(z) = &cfg.zitadel {
+            audiences.push(z.project_id.clone());
+        }
+    }
+
+    let path = |f: &str, p: &ClaimPathConfig| claim_path(&field(&format!("claims.{}", f)), p);
+    let roles = match (&cfg.zitadel, &cfg.claims.roles) {
+        (_, Some(p)) => RoleSource::Claim(path("roles", p)?),
+        (Some(z), None) => {
+            if z.project_id.is_empty() || z.project_id.contains(':') {
+                return Err(ConfigError::invalid(
+                    field("zitadel.project_id"),
+                    "must be the numeric id of a ZITADEL project",
+                ));
+            }
+            if z.accept_flat_roles_claim {
+                warnings.push(format!("provider {:?} reads the flat ZITADEL roles claim: roles of any project a client belongs to can pass as this project's", name));
+            }
+            RoleSource::Zitadel {
+                project_claim: zitadel_project_roles_claim(&z.project_id),
+                accept_flat_claim: z.accept_flat_roles_claim,
+            }
+        }
+        (None, None) => RoleSource::None,
+    };
+    let claims = ClaimSources {
+        roles,
+        permissions: match &cfg.claims.permissions {
+            Some(p) => path("permissions", p)?,
+            None => ClaimPath::key("permissions"),
+        },
+        scopes: cfg
+            .claims
+            .scopes
+            .as_ref()
+            .map(|p| path("scopes", p))
+            .transpose()?,
+    };
+
+    Ok(Provider {
+        name: name.to_owned(),
+        issuer: cfg.issuer.clone(),
+        audiences: AudienceSet::new(&audiences),
+        algorithms,
+        keys,
+        clock_skew: cfg.clock_skew_seconds,
+        claims,
+    })
+}
+
+fn claim_path(field: &str, cfg: &ClaimPathConfig) -> Result<ClaimPath, ConfigError> {
+    let path = match cfg {
+        ClaimPathConfig::Dotted(s) => ClaimPath::dotted(s),
+        ClaimPathConfig::Keys(keys) => ClaimPath::from_segments(keys.clone()),
+    };
+    path.ok_or_else(|| ConfigError::invalid(field, "a claim path needs non-empty keys"))
+}
+
+fn compile_source(
+    field: &str,
+    cfg: &config::TokenSourceConfig,
+) -> Result<TokenSource, ConfigError> {
+    let given = [
+        cfg.header.is_some(),
+        cfg.cookie.is_some(),
+        cfg.query.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(ConfigError::invalid(
+            field,
+            "give exactly one of header, cookie, query",
+        ));
+    }
+    if cfg.prefix.is_some() && cfg.header.is_none() {
+        return Err(ConfigError::invalid(
+            format!("{}.prefix", field),
+            "only applies to a header",
+        ));
+    }
+    if let Some(h) = &cfg.header {
+        let name = header_name(&format!("{}.header", field), h)?;
+        if let Some(p) = &cfg.prefix {
+            if p.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{}.prefix", field),
+                    "must not be blank",
+                ));
+            }
+        }
+        return Ok(TokenSource::Header {
+            name,
+            prefix: cfg.prefix.clone(),
+        });
+    }
+    let nonempty = |f: &str, v: &String| {
+        if v.is_empty() || v.contains([';', '=', ' ', '&']) {
+            Err(ConfigError::invalid(
+                format!("{}.{}", field, f),
+                "must be a plain, non-empty name",
+            ))
+        } else {
+            Ok(v.clone())
+        }
+    };
+    if let Some(c) = &cfg.cookie {
+        return Ok(TokenSource::Cookie(nonempty("cookie", c)?));
+    }
+    match &cfg.query {
+        Some(q) => Ok(TokenSource::Query(nonempty("query", q)?)),
+        None => Err(ConfigError::invalid(
+            field,
+            "give exactly one of header, cookie, query",
+        )),
+    }
+}
+
+/// A header name this filter reads or writes: lower-cased, HTTP token characters, and not one
+/// of the headers that would break the request if written.
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let lower = name.to_ascii_lowercase();
+    let valid = !lower.is_empty()
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return Err(ConfigError::invalid(
+            field,
+            format!("{:?} is not a valid header name", name),
+        ));
+    }
+    Ok(lower)
+}
+
+fn writable_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let lower = header_name(field, name)?;
+    const RESERVED: [&str; 8] = [
+        "authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "te",
+    ];
+    if RESERVED.contains(&lower.as_str()) {
+        return Err(ConfigError::invalid(
+            field,
+            format!("{:?} cannot be used to forward claims", name),
+        ));
+    }
+    Ok(lower)
+}
+
+fn compile_forwarding(cfg: &config::ForwardConfig) -> Result<Forwarding, ConfigError> {
+    let mut claims = Vec::with_capacity(cfg.claims.len());
+    for (i, c) in cfg.claims.iter().enumerate() {
+        let field = format!("forward.claims[{}]", i);
+        claims.push(ClaimHeader {
+            claim: claim_path(&format!("{}.claim", field), &c.claim)?,
+            header: writable_header_name(&format!("{}.header", field), &c.header)?,
+        });
+    }
+    let opt = |f: &str, h: &Option<String>| {
+        h.as_ref()
+            .map(|h| writable_header_name(&format!("forward.{}", f), h))
+            .transpose()
+    };
+    Ok(Forwarding {
+        claims,
+        roles_header: opt("roles_header", &cfg.roles_header)?,
+        permissions_header: opt("permissions_header", &cfg.permissions_header)?,
+        scopes_header: opt("scopes_header", &cfg.scopes_header)?,
+        provider_header: opt("provider_header", &cfg.provider_header)?,
+        remove_token_header: cfg.remove_token_header,
+    })
+}
+
+fn compile_rule(
+    field: &str,
+    index: usize,
+    cfg: &RuleConfig,
+    providers: &[&str],
+) -> Result<RouteRule, ConfigError> {
+    let route = compile_match(&format!("{}.match", field), &cfg.route)?;
+    let mut provider_ids = Vec::new();
+    for (i, name) in cfg.providers.iter().enumerate() {
+        let id = providers.iter().position(|p| p == name).ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{}.providers[{}]", field, i),
+                format!(
+                    "no provider is named {:?} (known: {})",
+                    name,
+                    providers.join(", ")
+                ),
+            )
+        })?;
+        provider_ids.push(id);
+    }
+    let has_requirements = cfg.audiences.is_some()
+        || cfg.roles.is_some()
+        || cfg.permissions.is_some()
+        || cfg.scopes.is_some()
+        || !cfg.claims.is_empty();
+    let access = if cfg.deny {
+        if cfg.allow_anonymous || has_requirements || !cfg.providers.is_empty() {
+            return Err(ConfigError::invalid(
+                field,
+                "a deny rule takes no other access settings",
+            ));
+        }
+        Access::Deny
+    } else if cfg.allow_anonymous {
+        if has_requirements {
+            return Err(ConfigError::invalid(field, "allow_anonymous cannot be combined with audiences, roles, permissions, scopes or claims"));
+        }
+        Access::Anonymous
+    } else {
+        Access::Token(compile_requirements(field, cfg)?)
+    };
+    Ok(RouteRule {
+        name: cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("rules[{}]", index)),
+        route,
+        access,
+        providers: provider_ids,
+        dry_run: cfg.dry_run,
+    })
+}
+
+fn compile_match(field: &str, cfg: &config::MatchConfig) -> Result<RouteMatch, ConfigError> {
+    let path = match &cfg.path {
+        None => None,
+        Some(p) => {
+            let f = format!("{}.path", field);
+            Some(match (&p.exact, &p.prefix, &p.regex) {
+                (Some(e), None, None) => PathMatch::Exact(e.clone()),
+                (None, Some(pre), None) => PathMatch::Prefix(pre.clone()),
+                (None, None, Some(re)) => {
+                    let anchored = format!("^(?:{})$", re);
+                    PathMatch::Regex(regex_lite::Regex::new(&anchored).map_err(|e| {
+                        ConfigError::invalid(
+                            format!("{}.regex", f),
+                            format!("is not a valid regex: {}", e),
+                        )
+                    })?)
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        f,
+                        "give exactly one of exact, prefix, regex",
+                    ))
+                }
+            })
+        }
+    };
+    let mut methods = Vec::with_capacity(cfg.methods.len());
+    for (i, m) in cfg.methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ConfigError::invalid(
+                format!("{}.methods[{}]", field, i),
+                format!("{:?} is not an HTTP method", m),
+            ));
+        }
+        methods.push(m.to_ascii_uppercase());
+    }
+    let mut hosts = Vec::with_capacity(cfg.hosts.len());
+    for (i, h) in cfg.hosts.iter().enumerate() {
+        let stars = h.matches('*').count();
+        let valid = !h.is_empty() && (stars == 0 || (stars == 1 && h.starts_with("*.")));
+        if !valid {
+            return Err(ConfigError::invalid(
+                format!("{}.hosts[{}]", field, i),
+                format!("{:?} is not a host name or *.suffix pattern", h),
+            ));
+        }
+        hosts.push(HostMatch::parse(h));
+    }
+    Ok(RouteMatch {
+        path,
+        methods,
+        hosts,
+    })
+}
+
+fn names(
+    field: &str,
+    any_of: &Option<Vec<String>>,
+    all_of: &Option<Vec<String>>,
+) -> Result<NameRequirement, ConfigError> {
+    let (mode, list) = match (any_of, all_of) {
+        (Some(l), None) => (SetMode::AnyOf, l),
+        (None, Some(l)) => (SetMode::AllOf, l),
+        _ => {
+            return Err(ConfigError::invalid(
+                field,
+                "give exactly one of any_of, all_of",
+            ))
+        }
+    };
+    if list.is_empty() || list.iter().any(String::is_empty) {
+        return Err(ConfigError::invalid(
+            field,
+            "needs at least one non-empty name",
+        ));
+    }
+    Ok(NameRequirement {
+        mode,
+        names: list.clone(),
+    })
+}
+
+fn name_list(
+    field: &str,
+    cfg: &Option<NamesConfig>,
+) -> Result<Option<NameRequirement>, ConfigError> {
+    cfg.as_ref()
+        .map(|n| names(field, &n.any_of, &n.all_of))
+        .transpose()
+}
+
+fn compile_requirements(field: &str, cfg: &RuleConfig) -> Result<Requirements, ConfigError> {
+    let audiences = match &cfg.audiences {
+        None => None,
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::invalid(
+                format!("{}.audiences", field),
+                "must not be empty",
+            ))
+        }
+        Some(list) => Some(AudienceSet::new(list)),
+    };
+    let roles = match &cfg.roles {
+        None => None,
+        Some(r) => {
+            let f = format!("{}.roles", field);
+            let org = match &r.org {
+                None => None,
+                Some(o) => Some(match (&o.id, &o.header) {
+                    (Some(id), None) if !id.is_empty() => OrgSource::Fixed(id.clone()),
+                    (None, Some(h)) => {
+                        OrgSource::Header(header_name(&format!("{}.org.header", f), h)?)
+                    }
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            format!("{}.org", f),
+                            "give exactly one of id, header",
+                        ))
+                    }
+                }),
+            };
+            Some(RoleRequirement {
+                roles: names(&f, &r.any_of, &r.all_of)?,
+                org,
+            })
+        }
+    };
+    let mut claims = Vec::with_capacity(cfg.claims.len());
+    for (i, c) in cfg.claims.iter().enumerate() {
+        let f = format!("{}.claims[{}]", field, i);
+        let test = match (&c.equals, &c.contains) {
+            (Some(v), None) => ClaimTest::Equals(v.clone()),
+            (None, Some(v)) => ClaimTest::Contains(v.clone()),
+            _ => {
+                return Err(ConfigError::invalid(
+                    f,
+                    "give exactly one of equals, contains",
+                ))
+            }
+        };
+        claims.push(ClaimRequirement {
+            path: claim_path(&format!("{}.claim", f), &c.claim)?,
+            test,
+        });
+    }
+    Ok(Requirements {
+        audiences,
+        roles,
+        permissions: name_list(&format!("{}.permissions", field), &cfg.permissions)?,
+        scopes: name_list(&format!("{}.scopes", field), &cfg.scopes)?,
+        claims,
+    })
+}

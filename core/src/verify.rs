@@ -1,0 +1,279 @@
+//! Token verification: signature (through jwt-simple), time window, issuer and audience.
+
+use crate::alg::{Alg, AlgSet};
+use crate::jwks::{KeySet, VerifyKey};
+use crate::jwt::{Jwt, Malformed};
+use jwt_simple::prelude::{
+    Duration, ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, EdDSAPublicKeyLike, MACLike,
+    NoCustomClaims, RSAPublicKeyLike, UnixTimeStamp, VerificationOptions,
+};
+use std::fmt;
+
+/// Why a token was not accepted as a valid token of a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    TooLarge {
+        len: usize,
+        max: usize,
+    },
+    Malformed(Malformed),
+    AlgNotAllowed(Alg),
+    /// The token names a `kid` no key in the set carries.
+    UnknownKid(String),
+    /// No key in the set can verify this `alg` (and `kid`, if any).
+    NoKeyForAlg(Alg),
+    BadSignature,
+    Expired,
+    NotYetValid,
+    /// No provider accepts the token's `iss` (or the token has none and every provider
+    /// requires one).
+    UnknownIssuer(Option<String>),
+    AudienceNotAllowed,
+}
+
+/// The counter label of a failed check (`tokengate.denied.<reason>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    Malformed,
+    Signature,
+    Expired,
+    NotYetValid,
+    Issuer,
+    Audience,
+}
+
+impl FailureKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Malformed => "malformed",
+            FailureKind::Signature => "signature",
+            FailureKind::Expired => "expired",
+            FailureKind::NotYetValid => "not_yet_valid",
+            FailureKind::Issuer => "issuer",
+            FailureKind::Audience => "audience",
+        }
+    }
+}
+
+impl TokenError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            TokenError::TooLarge { .. } | TokenError::Malformed(_) => FailureKind::Malformed,
+            TokenError::AlgNotAllowed(_)
+            | TokenError::UnknownKid(_)
+            | TokenError::NoKeyForAlg(_)
+            | TokenError::BadSignature => FailureKind::Signature,
+            TokenError::Expired => FailureKind::Expired,
+            TokenError::NotYetValid => FailureKind::NotYetValid,
+            TokenError::UnknownIssuer(_) => FailureKind::Issuer,
+            TokenError::AudienceNotAllowed => FailureKind::Audience,
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenError::TooLarge { len, max } => write!(
+                f,
+                "the token has {} bytes, more than the limit of {} (max_token_bytes)",
+                len, max
+            ),
+            TokenError::Malformed(m) => m.fmt(f),
+            TokenError::AlgNotAllowed(alg) => {
+                write!(f, "alg {} is not allowed for this issuer", alg)
+            }
+            TokenError::UnknownKid(kid) => write!(f, "no signing key has kid {:?}", kid),
+            TokenError::NoKeyForAlg(alg) => write!(f, "no signing key matches alg {}", alg),
+            TokenError::BadSignature => write!(f, "the signature is invalid"),
+            TokenError::Expired => write!(f, "the token has expired"),
+            TokenError::NotYetValid => write!(f, "the token is not valid yet (nbf)"),
+            TokenError::UnknownIssuer(Some(iss)) => write!(f, "issuer {:?} is not accepted", iss),
+            TokenError::UnknownIssuer(None) => write!(f, "the token has no issuer (iss)"),
+            TokenError::AudienceNotAllowed => {
+                write!(f, "the token's audience (aud) is not accepted here")
+            }
+        }
+    }
+}
+
+impl From<Malformed> for TokenError {
+    fn from(m: Malformed) -> Self {
+        TokenError::Malformed(m)
+    }
+}
+
+/// Checks the signature of `jwt` against the candidate keys of `keys`.
+pub fn verify_signature(jwt: &Jwt<'_>, keys: &KeySet, allowed: AlgSet) -> Result<(), TokenError> {
+    if !allowed.contains(jwt.alg) {
+        return Err(TokenError::AlgNotAllowed(jwt.alg));
+    }
+    let mut tried = false;
+    for key in keys.candidates(jwt.alg, jwt.kid.as_deref()) {
+        tried = true;
+        if signature_matches(key, jwt.raw) {
+            return Ok(());
+        }
+    }
+    if tried {
+        return Err(TokenError::BadSignature);
+    }
+    match &jwt.kid {
+        Some(kid) if !keys.has_kid(kid) => Err(TokenError::UnknownKid(kid.clone())),
+        _ => Err(TokenError::NoKeyForAlg(jwt.alg)),
+    }
+}
+
+/// Options that leave jwt-simple only the signature to check: our own code has already
+/// checked the header and typed the claims, and checks time, issuer and audience itself with
+/// Envoy's semantics (jwt-simple would add an `iat` check and a 15 minute default tolerance).
+fn signature_only() -> VerificationOptions {
+    VerificationOptions {
+        accept_future: true,
+        time_tolerance: Some(Duration::from_secs(0)),
+        artificial_time: Some(UnixTimeStamp::from_secs(0)),
+        max_token_length: None,
+        max_header_length: None,
+        ..VerificationOptions::default()
+    }
+}
+
+fn signature_matches(key: &VerifyKey, token: &str) -> bool {
+    let opts = || Some(signature_only());
+    match key {
+        VerifyKey::Rs256(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Rs384(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Rs512(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Ps256(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Ps384(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Ps512(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Es256(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Es384(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Hs256(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Hs384(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Hs512(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
+        VerifyKey::Es512(k) => es512_matches(k, token),
+    }
+}
+
+/// ES512 is outside jwt-simple; the JOSE signature is r||s, 66 bytes each, over SHA-512.
+fn es512_matches(key: &p521::ecdsa::VerifyingKey, token: &str) -> bool {
+    use p521::ecdsa::signature::Verifier;
+    let Some((signing_input, signature_b64)) = token.rsplit_once('.') else {
+        return false;
+    };
+    let Ok(raw) = crate::b64::decode(signature_b64) else {
+        return false;
+    };
+    let Ok(signature) = p521::ecdsa::Signature::from_slice(&raw) else {
+        return false;
+    };
+    key.verify(signing_input.as_bytes(), &signature).is_ok()
+}
+
+/// `exp`/`nbf` with skew, as Envoy: expired only when `now > exp + skew`, not yet valid only
+/// when `now + skew < nbf`; absent claims impose no limit.
+pub fn check_time(
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    now: u64,
+    skew: u64,
+) -> Result<(), TokenError> {
+    if let Some(exp) = exp {
+        if now > exp.saturating_add(skew) {
+            return Err(TokenError::Expired);
+        }
+    }
+    if let Some(nbf) = nbf {
+        if now.saturating_add(skew) < nbf {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    Ok(())
+}
+
+/// Accepted audiences, normalised the way Envoy compares them: one leading `http://` or
+/// `https://` and one trailing `/` are ignored on both sides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudienceSet(Vec<String>);
+
+impl AudienceSet {
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(values: I) -> AudienceSet {
+        AudienceSet(
+            values
+                .into_iter()
+                .map(|v| normalize_audience(v.as_ref()).to_owned())
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn values(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Any token audience equals any accepted one. An empty set accepts everything; a
+    /// token without `aud` then fails.
+    pub fn accepts(&self, token_aud: &[String]) -> bool {
+        self.0.is_empty()
+            || token_aud
+                .iter()
+                .any(|a| self.0.iter().any(|ok| ok == normalize_audience(a)))
+    }
+}
+
+fn normalize_audience(aud: &str) -> &str {
+    let aud = aud
+        .strip_prefix("https://")
+        .or_else(|| aud.strip_prefix("http://"))
+        .unwrap_or(aud);
+    aud.strip_suffix('/').unwrap_or(aud)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_uses_skew_inclusively() {
+        assert_eq!(check_time(Some(100), None, 160, 60), Ok(()));
+        assert_eq!(
+            check_time(Some(100), None, 161, 60),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(check_time(Some(u64::MAX), None, 161, 60), Ok(()));
+    }
+
+    #[test]
+    fn not_before_uses_skew_inclusively() {
+        assert_eq!(check_time(None, Some(200), 140, 60), Ok(()));
+        assert_eq!(
+            check_time(None, Some(200), 139, 60),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn missing_time_claims_impose_no_limit() {
+        assert_eq!(check_time(None, None, u64::MAX, 0), Ok(()));
+    }
+
+    #[test]
+    fn audiences_ignore_scheme_and_trailing_slash() {
+        let set = AudienceSet::new(["https://api.example.com/", "project-1"]);
+        assert!(set.accepts(&["api.example.com".into()]));
+        assert!(set.accepts(&["http://api.example.com".into()]));
+        assert!(set.accepts(&["x".into(), "project-1".into()]));
+        assert!(!set.accepts(&["ftp://api.example.com".into()]));
+        assert!(!set.accepts(&[]));
+    }
+
+    #[test]
+    fn empty_audience_set_accepts_any_token() {
+        assert!(AudienceSet::default().accepts(&[]));
+    }
+}

