@@ -170,13 +170,13 @@ impl Envoy {
                     log: self.log(),
                 });
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok() {
-                let ready = http::get(self.admin_port, "/ready", &[]);
-                if ready.status == 200
-                    && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                {
-                    return Ok(());
-                }
+            // Envoy may be exiting (a refused configuration): probe without panicking.
+            let ready =
+                http::try_send_raw(self.admin_port, &http::request_bytes("GET", "/ready", &[]));
+            if ready.is_ok_and(|r| r.status == 200)
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

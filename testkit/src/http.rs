@@ -47,19 +47,61 @@ impl Response {
     }
 }
 
-/// Sends raw request bytes to 127.0.0.1:port and reads the whole response.
+/// Sends raw request bytes to 127.0.0.1:port and reads one response. The body is read by
+/// its length (or chunks), not to EOF: Envoy keeps a connection open for a while after a
+/// local reply (delayed close), and waiting for EOF would stall every refusal by a second.
 pub fn send_raw(port: u16, request: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect to {}: {}", port, e));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream.write_all(request).unwrap();
+    try_send_raw(port, request).unwrap_or_else(|e| panic!("request to 127.0.0.1:{}: {}", port, e))
+}
+
+/// As [`send_raw`], with I/O errors returned instead of panicking.
+pub fn try_send_raw(port: u16, request: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request)?;
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("reading the response: {}", e));
-    parse_response(&raw)
+    let mut buf = [0u8; 16384];
+    loop {
+        if let Some(total) = complete_length(&raw) {
+            raw.truncate(total);
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // Envoy may reset a connection it refused; keep what arrived.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if raw.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no response",
+        ));
+    }
+    Ok(parse_response(&raw))
+}
+
+/// The full length of the response in `raw` once it has all arrived.
+fn complete_length(raw: &[u8]) -> Option<usize> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    for line in head.split("\r\n") {
+        if let Some(len) = line.strip_prefix("content-length:") {
+            let len: usize = len.trim().parse().ok()?;
+            return (raw.len() >= head_end + len).then_some(head_end + len);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            let body = &raw[head_end..];
+            return body
+                .windows(5)
+                .position(|w| w == b"0\r\n\r\n")
+                .map(|p| head_end + p + 5);
+        }
+    }
+    // No length: 1xx/204/304 have no body; anything else runs to EOF.
+    None
 }
 
 /// A GET with the given extra header lines (each `name: value`, sent as given).
@@ -68,6 +110,12 @@ pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
 }
 
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let req = request_bytes(method, path, headers);
+    send_raw(port, &req)
+}
+
+/// The bytes of a request with `connection: close` and a default `host`.
+pub fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let mut req = format!("{} {} HTTP/1.1\r\n", method, path).into_bytes();
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         req.extend_from_slice(b"host: test.local\r\n");
@@ -79,7 +127,7 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) ->
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"connection: close\r\n\r\n");
-    send_raw(port, &req)
+    req
 }
 
 fn parse_response(raw: &[u8]) -> Response {
