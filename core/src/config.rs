@@ -13,7 +13,8 @@ pub fn parse(text: &str) -> Result<FilterConfig, ConfigError> {
     let config: FilterConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         ConfigError::Syntax {
-            field: if field == "." {
+            // serde_path_to_error says "." for the root and "?" before the first key is read.
+            field: if matches!(field.as_str(), "." | "?" | "") {
                 "(top level)".into()
             } else {
                 field

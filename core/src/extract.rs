@@ -130,6 +130,11 @@ fn from_header<'a>(
     if values.next().is_some() {
         return Err(ExtractError::Repeated(format!("{} header", name)));
     }
+    // Envoy folds repeated inline headers (Authorization is one) into a single value joined
+    // by commas; no token contains a comma.
+    if raw.contains(&b',') {
+        return Err(ExtractError::Repeated(format!("{} header", name)));
+    }
     let what = || format!("the {} header", name);
     let value = std::str::from_utf8(raw)
         .map_err(|_| ExtractError::NotVisibleAscii(what()))?
@@ -321,6 +326,12 @@ mod tests {
             ("authorization", "Bearer a.b.c"),
             ("authorization", "Bearer d.e.f"),
         ]);
+        assert!(matches!(r, Extraction::Invalid(ExtractError::Repeated(_))));
+    }
+
+    #[test]
+    fn folded_repeated_headers_are_refused() {
+        let r = bearer(&[("authorization", "Bearer a.b.c,Bearer d.e.f")]);
         assert!(matches!(r, Extraction::Invalid(ExtractError::Repeated(_))));
     }
 

@@ -146,6 +146,13 @@ impl Envoy {
             .args(["-l", "info", "--component-log-level", &options.log_levels])
             .args(["--concurrency", &options.concurrency.to_string()])
             .arg("--disable-hot-restart")
+            // Tests read the log while Envoy runs: flush it often.
+            .args([
+                "--file-flush-interval-msec",
+                "20",
+                "--file-flush-min-size-kb",
+                "0",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -185,12 +192,13 @@ impl Envoy {
         Err(StartFailure { exit: None, log })
     }
 
-    /// Waits for Envoy to exit by itself (e.g. after refusing its configuration).
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("envoy.log")
     }
 
+    /// Envoy's log so far (after waiting out the flush interval).
     pub fn log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(100));
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 

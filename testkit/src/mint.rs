@@ -217,3 +217,20 @@ pub fn claims(iss: &str, aud: &[&str], extra: Value) -> Value {
 pub fn b64_decode(text: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD.decode(text).unwrap()
 }
+
+/// ZITADEL's project roles claim: `urn:zitadel:iam:org:project:{project}:roles` holding
+/// `{role: {orgId: orgDomain}}`.
+pub fn zitadel_roles(project: &str, grants: &[(&str, &[&str])]) -> (String, Value) {
+    let mut roles = Map::new();
+    for (role, orgs) in grants {
+        let orgs: Map<String, Value> = orgs
+            .iter()
+            .map(|o| (o.to_string(), json!(format!("{}.auth.example.com", o))))
+            .collect();
+        roles.insert(role.to_string(), Value::Object(orgs));
+    }
+    (
+        format!("urn:zitadel:iam:org:project:{}:roles", project),
+        Value::Object(roles),
+    )
+}
