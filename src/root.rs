@@ -44,11 +44,7 @@ impl RootContext for FilterRoot {
                 return false;
             }
         };
-        let Ok(text) = std::str::from_utf8(&bytes) else {
-            log::error!("tokengate: invalid configuration: (top level): not UTF-8 text");
-            return false;
-        };
-        let (settings, warnings) = match settings::compile_str(text) {
+        let (settings, warnings) = match settings::compile_bytes(&bytes) {
             Ok(compiled) => compiled,
             Err(e) => {
                 log::error!("tokengate: invalid configuration: {}", e);

@@ -10,7 +10,24 @@ use std::fmt;
 /// Parses the configuration text; errors name the field (`providers.main.audiences[1]`).
 pub fn parse(text: &str) -> Result<FilterConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let config: FilterConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let config = deserialize(&mut de)?;
+    de.end().map_err(|e| ConfigError::Syntax {
+        field: "(top level)".into(),
+        message: e.to_string(),
+    })?;
+    Ok(config)
+}
+
+/// Parses a configuration already decoded into JSON (from a protobuf Struct).
+pub fn from_value(value: Value) -> Result<FilterConfig, ConfigError> {
+    deserialize(value)
+}
+
+fn deserialize<'de, D: serde::Deserializer<'de>>(de: D) -> Result<FilterConfig, ConfigError>
+where
+    D::Error: fmt::Display,
+{
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         ConfigError::Syntax {
             // serde_path_to_error says "." for the root and "?" before the first key is read.
@@ -21,12 +38,7 @@ pub fn parse(text: &str) -> Result<FilterConfig, ConfigError> {
             },
             message: e.into_inner().to_string(),
         }
-    })?;
-    de.end().map_err(|e| ConfigError::Syntax {
-        field: "(top level)".into(),
-        message: e.to_string(),
-    })?;
-    Ok(config)
+    })
 }
 
 /// A configuration the filter refuses; `on_configure` logs it and returns false.

@@ -179,7 +179,7 @@ impl fmt::Display for KeyProblem {
             KeyProblem::NotAnObject => write!(f, "is not a JSON object"),
             KeyProblem::MissingMember(m) => write!(f, "has no \"{}\"", m),
             KeyProblem::MemberNotString(m) => write!(f, "\"{}\" is not a string", m),
-            KeyProblem::BadBase64(m) => write!(f, "\"{}\" is not unpadded base64url", m),
+            KeyProblem::BadBase64(m) => write!(f, "\"{}\" is not base64url", m),
             KeyProblem::UnsupportedKeyType(k) => {
                 write!(f, "kty {:?} is not supported (RSA, EC, OKP, oct)", k)
             }

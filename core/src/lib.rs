@@ -15,6 +15,7 @@ pub mod gate;
 pub mod json;
 pub mod jwks;
 pub mod jwt;
+pub mod pbstruct;
 pub mod policy;
 pub mod principal;
 pub mod settings;

@@ -89,6 +89,29 @@ pub fn compile_str(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
     compile(config::parse(text)?)
 }
 
+/// Compiles the plugin configuration as the host delivers it: JSON text (Istio, or Envoy with
+/// a `StringValue`), or a serialized `google.protobuf.Struct` (Envoy with a `Struct`).
+pub fn compile_bytes(bytes: &[u8]) -> Result<(Settings, Vec<String>), ConfigError> {
+    let as_struct = || crate::pbstruct::decode_struct(bytes).map(config::from_value);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => match config::parse(text) {
+            Ok(config) => compile(config),
+            Err(json_error) => match as_struct() {
+                Some(Ok(config)) => compile(config),
+                _ => Err(json_error),
+            },
+        },
+        Err(_) => match as_struct() {
+            Some(config) => compile(config?),
+            None => Err(ConfigError::Syntax {
+                field: "(top level)".into(),
+                message: "the configuration is neither JSON text nor a google.protobuf.Struct"
+                    .into(),
+            }),
+        },
+    }
+}
+
 pub fn compile(config: FilterConfig) -> Result<(Settings, Vec<String>), ConfigError> {
     let mut warnings = Vec::new();
     if config.providers.is_empty() {

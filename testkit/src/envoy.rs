@@ -48,6 +48,8 @@ pub struct EnvoyOptions {
     pub concurrency: u32,
     /// Extra `--component-log-level` settings.
     pub log_levels: String,
+    /// Hand the configuration to Envoy as a `google.protobuf.Struct` instead of a string.
+    pub as_struct: bool,
 }
 
 impl EnvoyOptions {
@@ -61,6 +63,7 @@ impl EnvoyOptions {
             plugin_config: plugin_config.to_owned(),
             concurrency: 1,
             log_levels: "wasm:debug".into(),
+            as_struct: false,
         }
     }
 }
@@ -124,11 +127,18 @@ impl Envoy {
             n
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let configuration = if options.as_struct {
+            let value: Value = serde_json::from_str(&options.plugin_config)
+                .unwrap_or_else(|e| panic!("as_struct needs a JSON configuration: {}", e));
+            json!({"@type": "type.googleapis.com/google.protobuf.Struct", "value": value})
+        } else {
+            json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": options.plugin_config})
+        };
         let bootstrap = bootstrap(
             port,
             admin_port,
             upstream.port,
-            &options.plugin_config,
+            configuration,
             &wasm_module(),
         );
         let config_path = dir.join("envoy.json");
@@ -282,7 +292,7 @@ pub fn bootstrap(
     port: u16,
     admin_port: u16,
     upstream_port: u16,
-    plugin_config: &str,
+    configuration: Value,
     wasm: &Path,
 ) -> Value {
     json!({
@@ -304,7 +314,7 @@ pub fn bootstrap(
                             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
                         }]},
                         "http_filters": [
-                            tokengate_filter(plugin_config, wasm),
+                            tokengate_filter(configuration, wasm),
                             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                         ]
                     }
@@ -320,8 +330,8 @@ pub fn bootstrap(
     })
 }
 
-/// The wasm HTTP filter entry with tokengate's configuration as a string.
-pub fn tokengate_filter(plugin_config: &str, wasm: &Path) -> Value {
+/// The wasm HTTP filter entry with tokengate's configuration (an `Any`).
+pub fn tokengate_filter(configuration: Value, wasm: &Path) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -329,7 +339,7 @@ pub fn tokengate_filter(plugin_config: &str, wasm: &Path) -> Value {
             "config": {
                 "name": "tokengate",
                 "root_id": "tokengate",
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config},
+                "configuration": configuration,
                 "vm_config": {
                     "vm_id": "tokengate",
                     "runtime": "envoy.wasm.runtime.v8",

@@ -41,6 +41,22 @@ impl SigningKey {
         SigningKey::with(alg, kid, Secret::Rsa(Box::new(key)))
     }
 
+    /// An RSA key read from a PKCS#8 PEM file's text.
+    pub fn rsa_from_pem(alg: &'static str, kid: &str, pem: &str) -> Result<SigningKey, String> {
+        use rsa::pkcs8::DecodePrivateKey;
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())?;
+        Ok(SigningKey::with(alg, kid, Secret::Rsa(Box::new(key))))
+    }
+
+    /// The RSA private key as PKCS#8 PEM.
+    pub fn rsa_pem(&self) -> String {
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        let Secret::Rsa(key) = &self.secret else {
+            panic!("not an RSA key")
+        };
+        key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+    }
+
     /// The same RSA key material, signing with another RSA alg.
     pub fn rsa_with_alg(&self, alg: &'static str) -> SigningKey {
         let Secret::Rsa(key) = &self.secret else {

@@ -1,10 +1,42 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
-//! An invalid configuration makes `on_configure` fail: Envoy refuses to start with it, and
-//! the log names the field and what is wrong.
+//! How the configuration reaches the filter (a JSON string as Istio sends it, or a protobuf
+//! Struct written as YAML in an Envoy config), and how an invalid one is refused: Envoy does
+//! not start with it, and the log names the field and what is wrong.
 
 use serde_json::json;
 use tokengate_testkit::envoy::{expect_refused, EnvoyOptions};
-use tokengate_testkit::{mint, SigningKey};
+use tokengate_testkit::mint::claims;
+use tokengate_testkit::{expect, mint, Envoy, SigningKey};
+
+#[test]
+fn configuration_may_be_a_protobuf_struct() {
+    let key = SigningKey::es256("k");
+    let config = json!({
+        "providers": {"main": {"issuer": "https://i.test", "jwks": mint::jwks(&[&key]), "clock_skew_seconds": 30}},
+        "token_cache": {"max_entries": 100, "ttl_seconds": 60},
+        "default": "authenticated"
+    });
+    let mut options = EnvoyOptions::new(&config);
+    options.as_struct = true;
+    let envoy = Envoy::start_with(options);
+    expect::passed(
+        &envoy.get_with_token("/", &key.sign(&claims("https://i.test", &[], json!({})))),
+    );
+    expect::refused(&envoy.get("/", &[]), 401, "missing_token", "");
+}
+
+#[test]
+fn an_invalid_protobuf_struct_configuration_is_refused_with_the_field_named() {
+    let config = json!({"providers": {"main": {"jwks": jwks(), "clock_skew_seconds": "soon"}}});
+    let mut options = EnvoyOptions::new(&config);
+    options.as_struct = true;
+    let log = expect_refused(options);
+    assert!(
+        log.contains("tokengate: invalid configuration: providers.main.clock_skew_seconds: invalid type: string"),
+        "{}",
+        tokengate_testkit::envoy::tail(&log, 15)
+    );
+}
 
 #[track_caller]
 fn refused_with(config: &str, expected_line: &str) {
