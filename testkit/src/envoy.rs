@@ -137,7 +137,7 @@ impl Envoy {
         let bootstrap = bootstrap(
             port,
             admin_port,
-            upstream.port,
+            upstream.port(),
             configuration,
             &wasm_module(),
         );
