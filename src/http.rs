@@ -1,25 +1,41 @@
-//! The request context: one per HTTP request. It turns the core's decision into host calls.
+//! The request context: one per HTTP request. It asks the gate, then either acts on the
+//! decision or parks the request until the provider's keys arrive.
 
-use crate::root::Shared;
+use crate::root::{now_ms, Parked, Shared};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
-use tokengate_core::decision::Outcome;
-use tokengate_core::gate::Request;
+use std::time::Duration;
+use tokengate_core::decision::{Decision, Outcome};
+use tokengate_core::gate::{Request, Verdict};
+
+/// Tick period while requests wait for keys.
+pub const FAST_TICK: Duration = Duration::from_millis(20);
 
 pub struct RequestFilter {
+    context_id: u32,
     shared: Option<Rc<Shared>>,
 }
 
 impl RequestFilter {
-    pub fn new(shared: Option<Rc<Shared>>) -> Self {
-        RequestFilter { shared }
+    pub fn new(context_id: u32, shared: Option<Rc<Shared>>) -> Self {
+        RequestFilter { context_id, shared }
     }
 }
 
 impl Context for RequestFilter {}
+
+impl Drop for RequestFilter {
+    fn drop(&mut self) {
+        // A request that ends while parked (client gone) must not be resumed later.
+        if let Some(shared) = &self.shared {
+            if let Ok(mut parked) = shared.parked.try_borrow_mut() {
+                parked.retain(|p| p.context_id != self.context_id);
+            }
+        }
+    }
+}
 
 /// Refuses the request with 503 when the filter itself cannot work (fail closed).
 fn internal_failure(why: &str) -> Action {
@@ -47,14 +63,8 @@ impl HttpContext for RequestFilter {
                 return internal_failure(&format!("cannot read request headers ({:?})", status))
             }
         };
-        let now = match hostcalls::get_current_time() {
-            Ok(t) => t
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            Err(status) => {
-                return internal_failure(&format!("cannot read the clock ({:?})", status))
-            }
+        let Some(now) = now_ms() else {
+            return internal_failure("cannot read the clock");
         };
         let Ok(mut gate) = shared.gate.try_borrow_mut() else {
             return internal_failure("re-entrant request handling");
@@ -67,64 +77,90 @@ impl HttpContext for RequestFilter {
             }
         }
 
-        let decision = gate.decide(&Request::new(&headers), now);
+        let may_wait = shared.parked.borrow().len() < crate::root::MAX_PARKED;
+        let verdict = gate.evaluate(&Request::new(&headers), now, may_wait);
         drop(gate);
-        shared.metrics.record(&decision);
-        if let Outcome::Denied(reason) = decision.outcome {
-            if log::log_enabled!(log::Level::Debug) {
-                let mode = if decision.enforced {
-                    "denied"
-                } else {
-                    "dry-run, would deny"
-                };
-                let status = decision.denial.as_ref().map_or(0, |d| d.status);
+        match verdict {
+            Verdict::Decided(decision) => apply(&shared, &decision),
+            Verdict::Wait(wait) => {
                 log::debug!(
-                    "tokengate: {} {} (rule {}): {} ({})",
-                    mode,
-                    status,
-                    decision.rule,
-                    decision.detail,
-                    reason.label()
+                    "tokengate: request waits for the keys of provider {} ({:?})",
+                    wait.provider,
+                    wait.reason
                 );
+                let version = shared.key_version(wait.provider);
+                shared.parked.borrow_mut().push(Parked {
+                    context_id: self.context_id,
+                    headers,
+                    wait,
+                    key_version: version,
+                });
+                shared.want_keys(wait);
+                let _ = hostcalls::set_tick_period(FAST_TICK);
+                Action::Pause
             }
-        } else {
-            log::trace!(
-                "tokengate: allowed (rule {}): {}",
+        }
+    }
+}
+
+/// Acts on a decision for the current (effective) request: count, log, then reply or
+/// forward. Returns what the request context must return to Envoy.
+pub fn apply(shared: &Shared, decision: &Decision) -> Action {
+    shared.metrics.record(decision);
+    if let Outcome::Denied(reason) = decision.outcome {
+        if log::log_enabled!(log::Level::Debug) {
+            let mode = if decision.enforced {
+                "denied"
+            } else {
+                "dry-run, would deny"
+            };
+            let status = decision.denial.as_ref().map_or(0, |d| d.status);
+            log::debug!(
+                "tokengate: {} {} (rule {}): {} ({})",
+                mode,
+                status,
                 decision.rule,
-                decision.detail
+                decision.detail,
+                reason.label()
             );
         }
-
-        if let Some(denial) = decision.refuses() {
-            let headers: Vec<(&str, &str)> = denial
-                .headers
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect();
-            if let Err(status) = hostcalls::send_http_response(
-                u32::from(denial.status),
-                headers,
-                Some(denial.body.as_bytes()),
-            ) {
-                log::error!(
-                    "tokengate: cannot send the {} reply ({:?}); resetting the request",
-                    denial.status,
-                    status
-                );
-                let _ = hostcalls::reset_http_request();
-            }
-            return Action::Pause;
-        }
-        if let Some(name) = &decision.remove_header {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-        }
-        for (name, value) in &decision.upstream_headers {
-            if let Err(status) =
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-            {
-                log::warn!("tokengate: cannot set header {}: {:?}", name, status);
-            }
-        }
-        Action::Continue
+    } else {
+        log::trace!(
+            "tokengate: allowed (rule {}): {}",
+            decision.rule,
+            decision.detail
+        );
     }
+
+    if let Some(denial) = decision.refuses() {
+        let headers: Vec<(&str, &str)> = denial
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        if let Err(status) = hostcalls::send_http_response(
+            u32::from(denial.status),
+            headers,
+            Some(denial.body.as_bytes()),
+        ) {
+            log::error!(
+                "tokengate: cannot send the {} reply ({:?}); resetting the request",
+                denial.status,
+                status
+            );
+            let _ = hostcalls::reset_http_request();
+        }
+        return Action::Pause;
+    }
+    if let Some(name) = &decision.remove_header {
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    }
+    for (name, value) in &decision.upstream_headers {
+        if let Err(status) =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+        {
+            log::warn!("tokengate: cannot set header {}: {:?}", name, status);
+        }
+    }
+    Action::Continue
 }

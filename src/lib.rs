@@ -4,6 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod http;
+mod keys;
 mod metrics;
 mod root;
 
@@ -13,7 +14,7 @@ proxy_wasm::main! {{
     // Envoy filters by its own `wasm` log level; this only sets the SDK's ceiling, which the
     // root context lowers to Envoy's level on configure.
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::FilterRoot::default())
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::FilterRoot::new(context_id))
     });
 }}

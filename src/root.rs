@@ -1,36 +1,179 @@
-//! The root context: compiles the configuration once per (re)configure and hands each
-//! request context the resulting engine.
+//! The root context: compiles the configuration once per (re)configure, keeps remote key
+//! sets in sync on its tick, answers the key callouts, and resumes requests that waited for
+//! keys.
 
-use crate::http::RequestFilter;
+use crate::http::{apply, RequestFilter, FAST_TICK};
+use crate::keys::{random_u64, ProviderSync};
 use crate::metrics::Metrics;
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::cell::RefCell;
 use std::rc::Rc;
-use tokengate_core::gate::Gate;
+use std::time::{Duration, UNIX_EPOCH};
+use tokengate_core::gate::{Gate, KeyView, Request, Verdict, Wait, WaitReason};
 use tokengate_core::settings;
+
+/// At most this many requests wait for keys per worker; more are decided at once.
+pub const MAX_PARKED: usize = 10_000;
+const IDLE_TICK: Duration = Duration::from_millis(1000);
+
+/// Unix time in milliseconds from the host clock.
+pub fn now_ms() -> Option<u64> {
+    let t = hostcalls::get_current_time().ok()?;
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+/// A request waiting for a provider's keys.
+pub struct Parked {
+    pub context_id: u32,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub wait: Wait,
+    /// The key version it saw when it parked.
+    pub key_version: u64,
+}
 
 /// State shared by the root context and the request contexts of one VM (one worker).
 pub struct Shared {
     pub gate: RefCell<Gate>,
     pub metrics: Metrics,
+    pub parked: RefCell<Vec<Parked>>,
+    pub syncs: RefCell<Vec<ProviderSync>>,
 }
 
-#[derive(Default)]
+impl Shared {
+    pub fn key_version(&self, provider: usize) -> u64 {
+        self.gate
+            .borrow()
+            .key_view(provider)
+            .map_or(0, |v| v.version)
+    }
+
+    /// A parked request needs keys: ask for a refetch when it waits for an unknown `kid`.
+    pub fn want_keys(&self, wait: Wait) {
+        if wait.reason == WaitReason::UnknownKid {
+            for sync in self.syncs.borrow_mut().iter_mut() {
+                if sync.provider == wait.provider {
+                    sync.wants_kid_refetch = true;
+                }
+            }
+        }
+    }
+}
+
 pub struct FilterRoot {
+    context_id: u32,
+    /// This VM's identity in fetch leases.
+    me: u64,
     shared: Option<Rc<Shared>>,
 }
 
-impl Context for FilterRoot {}
+impl FilterRoot {
+    pub fn new(context_id: u32) -> Self {
+        FilterRoot {
+            context_id,
+            me: random_u64() | 1,
+            shared: None,
+        }
+    }
+
+    /// Re-decides parked requests whose wait is over: their provider's keys changed, the
+    /// deadline passed, or the keys they wait for are no longer coming.
+    fn release_parked(&self, shared: &Shared, now: u64, everything: bool) {
+        let ready: Vec<Parked> = {
+            let gate = shared.gate.borrow();
+            let mut parked = shared.parked.borrow_mut();
+            let (ready, waiting): (Vec<Parked>, Vec<Parked>) = parked.drain(..).partition(|p| {
+                everything || !still_waiting(gate.key_view(p.wait.provider), p, now)
+            });
+            *parked = waiting;
+            ready
+        };
+        for p in ready {
+            let verdict = shared
+                .gate
+                .borrow_mut()
+                .evaluate(&Request::new(&p.headers), now, false);
+            let Verdict::Decided(decision) = verdict else {
+                continue;
+            };
+            if hostcalls::set_effective_context(p.context_id).is_err() {
+                // The request ended while it waited.
+                continue;
+            }
+            if apply(shared, &decision) == Action::Continue {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+
+    fn sync_keys(&self, shared: &Shared, now: u64) {
+        let views: Vec<(usize, KeyView)> = shared
+            .syncs
+            .borrow_mut()
+            .iter_mut()
+            .map(|s| (s.provider, s.tick(self.me, now)))
+            .collect();
+        let mut gate = shared.gate.borrow_mut();
+        for (provider, view) in views {
+            gate.set_key_view(provider, view);
+        }
+    }
+
+    fn adjust_tick(&self, shared: &Shared) {
+        let busy = !shared.parked.borrow().is_empty()
+            || shared
+                .syncs
+                .borrow()
+                .iter()
+                .any(|s| s.fetching() || !s.has_keys() || s.wants_kid_refetch);
+        let _ = hostcalls::set_tick_period(if busy { FAST_TICK } else { IDLE_TICK });
+    }
+}
+
+fn still_waiting(view: Option<&KeyView>, p: &Parked, now: u64) -> bool {
+    let Some(view) = view else { return false };
+    if now >= p.wait.deadline || view.version != p.key_version {
+        return false;
+    }
+    match p.wait.reason {
+        WaitReason::FirstKeys => view.fetching || now >= view.next_fetch_at,
+        WaitReason::UnknownKid => view.fetching || now >= view.kid_refetch_from,
+    }
+}
+
+impl Context for FilterRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let (Some(shared), Some(now)) = (self.shared.clone(), now_ms()) else {
+            return;
+        };
+        let view = {
+            let mut syncs = shared.syncs.borrow_mut();
+            let Some(sync) = syncs.iter_mut().find(|s| s.owns(token_id)) else {
+                return;
+            };
+            sync.on_response(num_headers, body_size, now);
+            (sync.provider, sync.current_view(now))
+        };
+        shared.gate.borrow_mut().set_key_view(view.0, view.1);
+        self.release_parked(&shared, now, false);
+        self.adjust_tick(&shared);
+    }
+}
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         follow_host_log_level();
-        let bytes = match proxy_wasm::hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        ) {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) if !bytes.is_empty() => bytes,
             Ok(_) => {
                 log::error!("tokengate: invalid configuration: (top level): the plugin configuration is empty; tokengate needs at least \"providers\"");
@@ -59,15 +202,51 @@ impl RootContext for FilterRoot {
             settings.providers.len(),
             settings.routes.rules.len()
         );
-        self.shared = Some(Rc::new(Shared {
+        // Requests parked under the previous configuration are decided now, with it.
+        if let (Some(old), Some(now)) = (self.shared.take(), now_ms()) {
+            self.release_parked(&old, now, true);
+        }
+        let syncs = ProviderSync::for_settings(&settings);
+        for sync in &syncs {
+            sync.ensure_record();
+        }
+        let remote = !syncs.is_empty();
+        let shared = Rc::new(Shared {
             gate: RefCell::new(Gate::new(settings)),
             metrics: Metrics::define(),
-        }));
+            parked: RefCell::new(Vec::new()),
+            syncs: RefCell::new(syncs),
+        });
+        if let Some(now) = now_ms() {
+            // Keys another worker (or an earlier configuration) already published.
+            for sync in shared.syncs.borrow().iter() {
+                let view = sync.current_view(now);
+                shared.gate.borrow_mut().set_key_view(sync.provider, view);
+            }
+        }
+        self.shared = Some(shared);
+        if remote {
+            // Callouts from on_configure are unreliable in Envoy: fetch on the first tick.
+            let _ = hostcalls::set_tick_period(Duration::from_millis(10));
+        }
         true
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RequestFilter::new(self.shared.clone())))
+    fn on_tick(&mut self) {
+        let (Some(shared), Some(now)) = (self.shared.clone(), now_ms()) else {
+            return;
+        };
+        follow_host_log_level();
+        self.sync_keys(&shared, now);
+        self.release_parked(&shared, now, false);
+        self.adjust_tick(&shared);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(RequestFilter::new(
+            context_id,
+            self.shared.clone(),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -78,7 +257,7 @@ impl RootContext for FilterRoot {
 /// Lowers the SDK's log ceiling to Envoy's `wasm` level, so that debug lines are not even
 /// formatted when Envoy would drop them.
 fn follow_host_log_level() {
-    if let Ok(level) = proxy_wasm::hostcalls::get_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
         // Critical maps to "off" in the SDK; keep errors flowing in that case.
         let level = if level == LogLevel::Critical {
             LogLevel::Error

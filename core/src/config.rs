@@ -127,6 +127,8 @@ pub struct ProviderConfig {
     pub algorithms: Option<Vec<String>>,
     /// Inline JWK Set: an object or a string holding one.
     pub jwks: Option<Value>,
+    /// Keys fetched from a `jwks_uri`, or found by OIDC discovery from the issuer.
+    pub remote_jwks: Option<RemoteJwksConfig>,
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
     pub min_rsa_bits: Option<usize>,
@@ -137,6 +139,54 @@ pub struct ProviderConfig {
 
 fn default_clock_skew() -> u64 {
     60
+}
+
+/// Fetching a provider's keys over HTTP through an Envoy cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteJwksConfig {
+    /// The JWKS URL. Without it, `<issuer>/.well-known/openid-configuration` names it.
+    pub uri: Option<String>,
+    /// The Envoy cluster that reaches the provider (Istio: `outbound|443||<host>`).
+    pub cluster: String,
+    /// `:authority` of the callouts. Default: the host of the URL called. ZITADEL picks the
+    /// instance by host, so this must be its public host when the cluster is internal.
+    pub authority: Option<String>,
+    pub timeout_ms: u64,
+    /// Refresh interval when the answer has no `Cache-Control: max-age`.
+    pub refresh_seconds: u64,
+    /// Bounds for the interval `max-age` asks for.
+    pub min_refresh_seconds: u64,
+    pub max_refresh_seconds: u64,
+    /// A token with an unknown `kid` refetches the keys at most once per this interval.
+    pub unknown_kid_refetch_seconds: u64,
+    /// After failed refreshes the last good keys stay in use this long; then 503.
+    pub max_stale_seconds: u64,
+    /// Larger answers are refused (the last good keys stay).
+    pub max_bytes: usize,
+    /// Requests that arrive before the first keys wait at most this long; then 503.
+    pub startup_wait_ms: u64,
+    /// Retries after failures back off from 1 s, doubling up to this.
+    pub max_backoff_seconds: u64,
+}
+
+impl Default for RemoteJwksConfig {
+    fn default() -> Self {
+        RemoteJwksConfig {
+            uri: None,
+            cluster: String::new(),
+            authority: None,
+            timeout_ms: 3000,
+            refresh_seconds: 300,
+            min_refresh_seconds: 30,
+            max_refresh_seconds: 3600,
+            unknown_kid_refetch_seconds: 30,
+            max_stale_seconds: 86_400,
+            max_bytes: 256 * 1024,
+            startup_wait_ms: 3000,
+            max_backoff_seconds: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

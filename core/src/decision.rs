@@ -13,10 +13,12 @@ pub enum DenyReason {
     Issuer,
     Audience,
     Forbidden,
+    /// Not the client's fault: keys or the introspection endpoint cannot be reached (503).
+    Unavailable,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 8] = [
+    pub const ALL: [DenyReason; 9] = [
         DenyReason::Missing,
         DenyReason::Malformed,
         DenyReason::Signature,
@@ -25,6 +27,7 @@ impl DenyReason {
         DenyReason::Issuer,
         DenyReason::Audience,
         DenyReason::Forbidden,
+        DenyReason::Unavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -37,6 +40,7 @@ impl DenyReason {
             DenyReason::Issuer => "issuer",
             DenyReason::Audience => "audience",
             DenyReason::Forbidden => "forbidden",
+            DenyReason::Unavailable => "unavailable",
         }
     }
 }
@@ -112,6 +116,18 @@ impl Denial {
             status: 403,
             headers: vec![("content-type", "application/json".to_owned())],
             body: body("access_denied", description),
+        }
+    }
+
+    /// 503 when the filter cannot decide for reasons outside the client's control.
+    pub fn unavailable(description: &str, retry_after_s: u64) -> Denial {
+        Denial {
+            status: 503,
+            headers: vec![
+                ("retry-after", retry_after_s.to_string()),
+                ("content-type", "application/json".to_owned()),
+            ],
+            body: body("temporarily_unavailable", description),
         }
     }
 

@@ -4,10 +4,11 @@
 use crate::cache::BoundedCache;
 use crate::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
 use crate::extract::{self, Extraction, HeaderList, TokenSource};
+use crate::jwks::KeySet;
 use crate::jwt;
 use crate::policy::{Access, Requirements, RouteKey, RouteRule, Shortfall};
 use crate::principal::Principal;
-use crate::settings::Settings;
+use crate::settings::{KeySource, Settings};
 use crate::verify::{self, FailureKind, TokenError};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -45,16 +46,92 @@ pub struct VerifiedToken {
     pub principal: Principal,
 }
 
+/// What one VM knows about a remote provider's keys; the host refreshes it on every tick
+/// from the shared [`crate::keysync::SyncRecord`]. Times in Unix milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct KeyView {
+    /// The last good key set loaded into this VM.
+    pub keys: Option<Rc<KeySet>>,
+    pub version: u64,
+    /// The keys are used until then (fetched_at + max staleness).
+    pub usable_until: u64,
+    /// Some worker is fetching right now.
+    pub fetching: bool,
+    /// When the next fetch can start (for waiting and for Retry-After).
+    pub next_fetch_at: u64,
+    /// Earliest time an unknown `kid` may trigger a refetch.
+    pub kid_refetch_from: u64,
+    pub last_error: Option<String>,
+}
+
+impl KeyView {
+    fn usable(&self, now: u64) -> Option<&KeySet> {
+        self.keys.as_deref().filter(|_| now < self.usable_until)
+    }
+
+    /// Whether new keys can come soon enough to make a request wait for them.
+    fn coming(&self, now: u64) -> bool {
+        self.fetching || now >= self.next_fetch_at
+    }
+
+    fn retry_after_s(&self, now: u64) -> u64 {
+        if self.fetching {
+            1
+        } else {
+            self.next_fetch_at
+                .saturating_sub(now)
+                .div_ceil(1000)
+                .clamp(1, 300)
+        }
+    }
+}
+
+/// Why a request waits instead of being decided now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// The provider's keys have not been fetched yet.
+    FirstKeys,
+    /// The token names a `kid` the keys lack; a refetch may bring it.
+    UnknownKid,
+}
+
+/// A request to park until the provider's keys change or `deadline` (Unix ms) passes; then
+/// decide again with waiting disallowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub provider: usize,
+    pub reason: WaitReason,
+    pub deadline: u64,
+}
+
+/// The engine's answer: a decision now, or wait for keys.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Decided(Decision),
+    Wait(Wait),
+}
+
 /// The engine of one filter configuration.
 pub struct Gate {
     settings: Settings,
     cache: BoundedCache<VerifiedToken>,
+    /// Per provider; `None` for inline keys.
+    views: Vec<Option<KeyView>>,
 }
 
 impl Gate {
     pub fn new(settings: Settings) -> Gate {
         let cache = BoundedCache::new(settings.token_cache.limits);
-        Gate { settings, cache }
+        let views = settings
+            .providers
+            .iter()
+            .map(|p| matches!(p.keys, KeySource::Remote(_)).then(KeyView::default))
+            .collect();
+        Gate {
+            settings,
+            cache,
+            views,
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -66,8 +143,49 @@ impl Gate {
         self.cache.len()
     }
 
-    /// Decides about one request at `now` (Unix seconds).
+    /// The host's latest view of a remote provider's keys.
+    pub fn set_key_view(&mut self, provider: usize, view: KeyView) {
+        if let Some(slot) = self.views.get_mut(provider) {
+            *slot = Some(view);
+        }
+    }
+
+    pub fn key_view(&self, provider: usize) -> Option<&KeyView> {
+        self.views.get(provider).and_then(Option::as_ref)
+    }
+
+    /// Decides at `now` (Unix seconds) for hosts without remote keys: never waits.
     pub fn decide(&mut self, req: &Request<'_>, now: u64) -> Decision {
+        match self.evaluate(req, now.saturating_mul(1000), false) {
+            Verdict::Decided(d) => d,
+            // Unreachable with waiting disallowed; refuse rather than pass.
+            Verdict::Wait(_) => finish_denied(
+                self.blank_decision("default"),
+                &self.settings,
+                DenyReason::Unavailable,
+                Denial::unavailable("the signing keys are not available", 1),
+                "keys not available".into(),
+            ),
+        }
+    }
+
+    fn blank_decision(&self, rule: &str) -> Decision {
+        Decision {
+            outcome: Outcome::Allowed,
+            enforced: !self.settings.dry_run,
+            denial: None,
+            upstream_headers: Vec::new(),
+            remove_header: None,
+            cache: CacheUse::NotUsed,
+            rule: rule.to_owned(),
+            detail: String::new(),
+        }
+    }
+
+    /// Decides about one request at `now_ms` (Unix milliseconds). With `may_wait`, a request
+    /// whose token needs keys that are on their way gets [`Verdict::Wait`]; the host parks it
+    /// and calls again, with `may_wait` false, once the keys change or the wait ends.
+    pub fn evaluate(&mut self, req: &Request<'_>, now_ms: u64, may_wait: bool) -> Verdict {
         let settings = &self.settings;
         let method = req.header(":method").unwrap_or_default();
         let full_path = req.header(":path").unwrap_or_default();
@@ -94,7 +212,13 @@ impl Gate {
             Access::Deny => {
                 let why = format!("no rule allows {} {}", method, path);
                 let denial = Denial::access_denied(&why);
-                return finish_denied(decision, settings, DenyReason::Forbidden, denial, why);
+                return Verdict::Decided(finish_denied(
+                    decision,
+                    settings,
+                    DenyReason::Forbidden,
+                    denial,
+                    why,
+                ));
             }
             Access::Anonymous => None,
             Access::Token(requirements) => Some(requirements),
@@ -104,17 +228,29 @@ impl Gate {
             Extraction::Found { token, source } => (token, source),
             Extraction::Missing if requirements.is_none() => {
                 decision.detail = "anonymous request allowed".into();
-                return finish_allowed(decision, settings);
+                return Verdict::Decided(finish_allowed(decision, settings));
             }
             Extraction::Missing => {
                 let why = format!("no access token in {}", describe_sources(&settings.sources));
                 let denial = Denial::missing(realm, &why);
-                return finish_denied(decision, settings, DenyReason::Missing, denial, why);
+                return Verdict::Decided(finish_denied(
+                    decision,
+                    settings,
+                    DenyReason::Missing,
+                    denial,
+                    why,
+                ));
             }
             Extraction::Invalid(e) => {
                 let why = e.to_string();
                 let denial = Denial::invalid_request(realm, &why);
-                return finish_denied(decision, settings, DenyReason::Malformed, denial, why);
+                return Verdict::Decided(finish_denied(
+                    decision,
+                    settings,
+                    DenyReason::Malformed,
+                    denial,
+                    why,
+                ));
             }
         };
         if settings.forward.remove_token_header {
@@ -123,16 +259,37 @@ impl Gate {
             }
         }
 
-        let verified = match authenticate(settings, &mut self.cache, &token, rule, now) {
-            Ok((verified, cache)) => {
+        let checked = authenticate(
+            settings,
+            &self.views,
+            &mut self.cache,
+            &token,
+            rule,
+            now_ms,
+            may_wait,
+        );
+        let verified = match checked {
+            Authentication::Verified(verified, cache) => {
                 decision.cache = cache;
                 verified
             }
-            Err((error, cache)) => {
+            Authentication::Wait(wait) => return Verdict::Wait(wait),
+            Authentication::Failed(error, cache) => {
                 decision.cache = cache;
                 let why = error.to_string();
-                let denial = Denial::invalid_token(realm, &why);
-                return finish_denied(decision, settings, reason_of(error.kind()), denial, why);
+                let denial = match &error {
+                    TokenError::KeysUnavailable { retry_after_s, .. } => {
+                        Denial::unavailable(&why, *retry_after_s)
+                    }
+                    _ => Denial::invalid_token(realm, &why),
+                };
+                return Verdict::Decided(finish_denied(
+                    decision,
+                    settings,
+                    reason_of(error.kind()),
+                    denial,
+                    why,
+                ));
             }
         };
         let provider = &settings.providers[verified.provider];
@@ -149,7 +306,13 @@ impl Gate {
                 why, provider.name, verified.kid
             );
             let denial = Denial::invalid_token(realm, &why);
-            return finish_denied(decision, settings, DenyReason::Audience, denial, detail);
+            return Verdict::Decided(finish_denied(
+                decision,
+                settings,
+                DenyReason::Audience,
+                denial,
+                detail,
+            ));
         }
         let header = |name: &str| req.header(name).map(Cow::into_owned);
         if let Err(shortfall) = requirements.check(&verified.principal, &verified.claims, &header) {
@@ -157,34 +320,50 @@ impl Gate {
             let denial =
                 Denial::insufficient_scope(realm, &why, &requirements.required_names(&shortfall));
             let detail = format!("{} (provider {})", why, provider.name);
-            return finish_denied(decision, settings, DenyReason::Forbidden, denial, detail);
+            return Verdict::Decided(finish_denied(
+                decision,
+                settings,
+                DenyReason::Forbidden,
+                denial,
+                detail,
+            ));
         }
         decision.upstream_headers = forwarded_headers(settings, &verified);
         decision.detail = format!(
             "token of provider {} accepted (kid {:?})",
             provider.name, verified.kid
         );
-        finish_allowed(decision, settings)
+        Verdict::Decided(finish_allowed(decision, settings))
     }
+}
+
+/// The outcome of authenticating a token for a rule.
+enum Authentication {
+    Verified(Rc<VerifiedToken>, CacheUse),
+    Failed(TokenError, CacheUse),
+    Wait(Wait),
 }
 
 /// Verifies `token` for the providers `rule` accepts, through the cache.
 fn authenticate(
     settings: &Settings,
+    views: &[Option<KeyView>],
     cache: &mut BoundedCache<VerifiedToken>,
     token: &str,
     rule: &RouteRule,
-    now: u64,
-) -> Result<(Rc<VerifiedToken>, CacheUse), (TokenError, CacheUse)> {
+    now_ms: u64,
+    may_wait: bool,
+) -> Authentication {
+    let now = now_ms / 1000;
     let max = settings.max_token_bytes;
     if token.len() > max {
-        return Err((
+        return Authentication::Failed(
             TokenError::TooLarge {
                 len: token.len(),
                 max,
             },
             CacheUse::NotUsed,
-        ));
+        );
     }
     let allowed = |p: usize| rule.providers.is_empty() || rule.providers.contains(&p);
 
@@ -192,28 +371,78 @@ fn authenticate(
         if allowed(hit.provider) {
             let skew = settings.providers[hit.provider].clock_skew;
             return match verify::check_time(hit.exp, hit.nbf, now, skew) {
-                Ok(()) => Ok((hit, CacheUse::Hit)),
+                Ok(()) => Authentication::Verified(hit, CacheUse::Hit),
                 Err(error) => {
                     cache.remove(token);
-                    Err((error, CacheUse::Hit))
+                    Authentication::Failed(error, CacheUse::Hit)
                 }
             };
         }
     }
 
-    let jwt = jwt::parse(token).map_err(|m| (TokenError::from(m), CacheUse::Miss))?;
+    let jwt = match jwt::parse(token) {
+        Ok(jwt) => jwt,
+        Err(m) => return Authentication::Failed(m.into(), CacheUse::Miss),
+    };
     let iss = jwt.claims.iss.as_deref();
     let mut first_error = None;
     for (index, provider) in settings.providers.iter().enumerate() {
         if !allowed(index) || !provider.accepts_issuer(iss) {
             continue;
         }
-        // Time first, as Envoy does: an expired token costs no signature check.
-        let checked = verify::check_time(jwt.claims.exp, jwt.claims.nbf, now, provider.clock_skew)
-            .and_then(|()| verify::verify_signature(&jwt, &provider.keys, provider.algorithms));
-        if let Err(e) = checked {
+        // Time first, as Envoy does: an expired token costs no signature check and no keys.
+        if let Err(e) = verify::check_time(jwt.claims.exp, jwt.claims.nbf, now, provider.clock_skew)
+        {
             first_error.get_or_insert(e);
             continue;
+        }
+        let view = views.get(index).and_then(Option::as_ref);
+        let keys: &KeySet = match (&provider.keys, view) {
+            (KeySource::Inline(keys), _) => keys,
+            (KeySource::Remote(_), Some(view)) => match view.usable(now_ms) {
+                Some(keys) => keys,
+                None => {
+                    if let (Some(remote), true) = (
+                        remote_of(provider),
+                        may_wait && view.keys.is_none() && view.coming(now_ms),
+                    ) {
+                        let deadline = now_ms + remote.startup_wait_ms;
+                        return Authentication::Wait(Wait {
+                            provider: index,
+                            reason: WaitReason::FirstKeys,
+                            deadline,
+                        });
+                    }
+                    first_error.get_or_insert(TokenError::KeysUnavailable {
+                        provider: provider.name.clone(),
+                        retry_after_s: view.retry_after_s(now_ms),
+                        detail: view.last_error.clone(),
+                    });
+                    continue;
+                }
+            },
+            (KeySource::Remote(_), None) => continue,
+        };
+        match verify::verify_signature(&jwt, keys, provider.algorithms) {
+            Ok(()) => {}
+            Err(TokenError::UnknownKid(kid)) => {
+                if let (Some(remote), Some(view)) = (remote_of(provider), view) {
+                    if may_wait && (view.fetching || now_ms >= view.kid_refetch_from) {
+                        let deadline = now_ms + remote.timeout_ms.saturating_mul(2) + 1000;
+                        return Authentication::Wait(Wait {
+                            provider: index,
+                            reason: WaitReason::UnknownKid,
+                            deadline,
+                        });
+                    }
+                }
+                first_error.get_or_insert(TokenError::UnknownKid(kid));
+                continue;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
         }
         let principal = Principal::from_claims(&jwt.claims.all, &provider.claims);
         let size = 2 * jwt.payload_len + principal.heap_size();
@@ -231,13 +460,20 @@ fn authenticate(
             claims: jwt.claims.all,
             principal,
         };
-        return Ok((
+        return Authentication::Verified(
             cache.insert(token, verified, size, expires_at),
             CacheUse::Miss,
-        ));
+        );
     }
     let error = first_error.unwrap_or_else(|| TokenError::UnknownIssuer(iss.map(str::to_owned)));
-    Err((error, CacheUse::Miss))
+    Authentication::Failed(error, CacheUse::Miss)
+}
+
+fn remote_of(provider: &crate::settings::Provider) -> Option<&crate::remote::RemoteJwks> {
+    match &provider.keys {
+        KeySource::Remote(r) => Some(r),
+        KeySource::Inline(_) => None,
+    }
 }
 
 fn reason_of(kind: FailureKind) -> DenyReason {
@@ -248,6 +484,7 @@ fn reason_of(kind: FailureKind) -> DenyReason {
         FailureKind::NotYetValid => DenyReason::NotYetValid,
         FailureKind::Issuer => DenyReason::Issuer,
         FailureKind::Audience => DenyReason::Audience,
+        FailureKind::Unavailable => DenyReason::Unavailable,
     }
 }
 

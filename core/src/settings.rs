@@ -14,12 +14,21 @@ use crate::policy::{
     Requirements, RoleRequirement, RouteMatch, RouteRule, RouteTable, SetMode,
 };
 use crate::principal::{zitadel_project_roles_claim, ClaimPath, ClaimSources, RoleSource};
+use crate::remote::{RefreshPolicy, RemoteJwks, Url};
 use crate::verify::AudienceSet;
 use serde_json::Value;
+use std::rc::Rc;
 
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const DEFAULT_REALM: &str = "tokengate";
 pub const DEFAULT_DRY_RUN_HEADER: &str = "x-tokengate-dry-run";
+
+/// Where a provider's keys come from.
+#[derive(Debug)]
+pub enum KeySource {
+    Inline(Rc<KeySet>),
+    Remote(Box<RemoteJwks>),
+}
 
 /// One identity provider, ready to verify tokens.
 #[derive(Debug)]
@@ -28,7 +37,9 @@ pub struct Provider {
     pub issuer: Option<String>,
     pub audiences: AudienceSet,
     pub algorithms: AlgSet,
-    pub keys: KeySet,
+    pub keys: KeySource,
+    /// What a fetched key set may contain.
+    pub key_policy: KeyPolicy,
     pub clock_skew: u64,
     pub claims: ClaimSources,
 }
@@ -279,47 +290,80 @@ fn compile_provider(
         }
     };
 
-    let Some(jwks_value) = &cfg.jwks else {
-        return Err(ConfigError::invalid(
-            field("jwks"),
-            "the provider needs keys: give an inline JWK Set",
-        ));
-    };
-    let policy = KeyPolicy {
-        // Inline keys are the operator's own: HMAC keys may be among them.
-        allowed: explicit_algs.unwrap_or_else(|| {
-            AlgSet::asymmetric()
-                .with(Alg::Hs256)
-                .with(Alg::Hs384)
-                .with(Alg::Hs512)
-        }),
-        allow_hmac: true,
-        min_rsa_bits: cfg.min_rsa_bits.unwrap_or(2048),
-    };
-    let parsed = match jwks_value {
-        Value::String(text) => jwks::parse_jwks_str(text, &policy),
-        other => jwks::parse_jwks(other, &policy),
-    };
-    let (keys, skipped) = parsed.map_err(|e| ConfigError::invalid(field("jwks"), e.to_string()))?;
-    for w in skipped {
-        warnings.push(format!("provider {:?}: jwks {} (skipped)", name, w));
-    }
-    // Default allow-list: the asymmetric algorithms, plus HMAC only where an oct key was given.
-    let algorithms = explicit_algs.unwrap_or_else(|| {
-        let hmac: AlgSet = keys.algs().iter().filter(|a| a.is_symmetric()).collect();
-        AlgSet::asymmetric().iter().chain(hmac.iter()).collect()
-    });
-    if let Some(explicit) = explicit_algs {
-        if let Some(alg) = explicit
-            .iter()
-            .find(|a| a.is_symmetric() && !keys.algs().contains(*a))
-        {
+    let min_rsa_bits = cfg.min_rsa_bits.unwrap_or(2048);
+    let (keys, algorithms, key_policy) = match (&cfg.jwks, &cfg.remote_jwks) {
+        (Some(_), Some(_)) => {
             return Err(ConfigError::invalid(
-                field("algorithms"),
-                format!("{} needs an oct key in the provider's inline jwks", alg),
+                field("jwks"),
+                "give either inline jwks or remote_jwks, not both",
             ));
         }
-    }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                field("jwks"),
+                "the provider needs keys: give an inline JWK Set (jwks) or remote_jwks",
+            ));
+        }
+        (Some(jwks_value), None) => {
+            let policy = KeyPolicy {
+                // Inline keys are the operator's own: HMAC keys may be among them.
+                allowed: explicit_algs.unwrap_or_else(|| {
+                    AlgSet::asymmetric()
+                        .with(Alg::Hs256)
+                        .with(Alg::Hs384)
+                        .with(Alg::Hs512)
+                }),
+                allow_hmac: true,
+                min_rsa_bits,
+            };
+            let parsed = match jwks_value {
+                Value::String(text) => jwks::parse_jwks_str(text, &policy),
+                other => jwks::parse_jwks(other, &policy),
+            };
+            let (keys, skipped) =
+                parsed.map_err(|e| ConfigError::invalid(field("jwks"), e.to_string()))?;
+            for w in skipped {
+                warnings.push(format!("provider {:?}: jwks {} (skipped)", name, w));
+            }
+            // Default allow-list: the asymmetric algorithms, plus HMAC only where an oct key
+            // was given.
+            let algorithms = explicit_algs.unwrap_or_else(|| {
+                let hmac: AlgSet = keys.algs().iter().filter(|a| a.is_symmetric()).collect();
+                AlgSet::asymmetric().iter().chain(hmac.iter()).collect()
+            });
+            if let Some(explicit) = explicit_algs {
+                if let Some(alg) = explicit
+                    .iter()
+                    .find(|a| a.is_symmetric() && !keys.algs().contains(*a))
+                {
+                    return Err(ConfigError::invalid(
+                        field("algorithms"),
+                        format!("{} needs an oct key in the provider's inline jwks", alg),
+                    ));
+                }
+            }
+            (KeySource::Inline(Rc::new(keys)), algorithms, policy)
+        }
+        (None, Some(remote)) => {
+            let algorithms = explicit_algs.unwrap_or_else(AlgSet::asymmetric);
+            if let Some(alg) = algorithms.iter().find(|a| a.is_symmetric()) {
+                return Err(ConfigError::invalid(
+                    field("algorithms"),
+                    format!(
+                        "{} needs an oct key, which only an inline jwks may hold",
+                        alg
+                    ),
+                ));
+            }
+            let policy = KeyPolicy {
+                allowed: algorithms,
+                allow_hmac: false,
+                min_rsa_bits,
+            };
+            let remote = compile_remote(&field("remote_jwks"), cfg.issuer.as_deref(), remote)?;
+            (KeySource::Remote(Box::new(remote)), algorithms, policy)
+        }
+    };
 
     let mut audiences = cfg.audiences.clone();
     if audiences.is_empty() {
@@ -368,8 +412,105 @@ fn compile_provider(
         audiences: AudienceSet::new(&audiences),
         algorithms,
         keys,
+        key_policy,
         clock_skew: cfg.clock_skew_seconds,
         claims,
+    })
+}
+
+fn compile_remote(
+    field: &str,
+    issuer: Option<&str>,
+    cfg: &config::RemoteJwksConfig,
+) -> Result<RemoteJwks, ConfigError> {
+    let sub = |f: &str| format!("{}.{}", field, f);
+    if cfg.cluster.is_empty() {
+        return Err(ConfigError::invalid(
+            sub("cluster"),
+            "remote keys need the Envoy cluster that reaches the provider (Istio: outbound|443||<host>)",
+        ));
+    }
+    let jwks_uri = cfg
+        .uri
+        .as_deref()
+        .map(Url::parse)
+        .transpose()
+        .map_err(|e| ConfigError::invalid(sub("uri"), e))?;
+    let discovery = match (&jwks_uri, issuer) {
+        (Some(_), _) => None,
+        (None, Some(iss)) => {
+            let base = Url::parse(iss).map_err(|e| {
+                ConfigError::invalid(sub("uri"), format!("without a uri the keys are found by discovery from the issuer, but the issuer {}", e))
+            })?;
+            let path = format!(
+                "{}/.well-known/openid-configuration",
+                base.path.trim_end_matches('/')
+            );
+            Some(Url {
+                authority: base.authority,
+                path,
+            })
+        }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                sub("uri"),
+                "give the JWKS uri, or an issuer to find it by discovery",
+            ));
+        }
+    };
+    if let Some(a) = &cfg.authority {
+        if a.is_empty() || a.contains(['/', ' ', '@']) {
+            return Err(ConfigError::invalid(
+                sub("authority"),
+                format!("{:?} is not a host[:port]", a),
+            ));
+        }
+    }
+    let positive = |f: &str, v: u64| {
+        if v == 0 {
+            Err(ConfigError::invalid(sub(f), "must be positive"))
+        } else {
+            Ok(v)
+        }
+    };
+    positive("timeout_ms", cfg.timeout_ms)?;
+    positive("refresh_seconds", cfg.refresh_seconds)?;
+    positive("min_refresh_seconds", cfg.min_refresh_seconds)?;
+    positive(
+        "unknown_kid_refetch_seconds",
+        cfg.unknown_kid_refetch_seconds,
+    )?;
+    positive("max_backoff_seconds", cfg.max_backoff_seconds)?;
+    if cfg.min_refresh_seconds > cfg.max_refresh_seconds {
+        return Err(ConfigError::invalid(
+            sub("min_refresh_seconds"),
+            "must not exceed max_refresh_seconds",
+        ));
+    }
+    if cfg.max_bytes < 1024 {
+        return Err(ConfigError::invalid(
+            sub("max_bytes"),
+            "must be at least 1024",
+        ));
+    }
+    Ok(RemoteJwks {
+        jwks_uri,
+        discovery,
+        cluster: cfg.cluster.clone(),
+        authority: cfg.authority.clone(),
+        timeout_ms: cfg.timeout_ms,
+        refresh: RefreshPolicy {
+            default_ms: cfg.refresh_seconds.saturating_mul(1000),
+            min_ms: cfg.min_refresh_seconds.saturating_mul(1000),
+            max_ms: cfg.max_refresh_seconds.saturating_mul(1000),
+            unknown_kid_ms: cfg.unknown_kid_refetch_seconds.saturating_mul(1000),
+            max_stale_ms: cfg.max_stale_seconds.saturating_mul(1000),
+            max_backoff_ms: cfg.max_backoff_seconds.saturating_mul(1000),
+            // Discovery and the key fetch, with room to spare.
+            lease_ms: cfg.timeout_ms.saturating_mul(2).saturating_add(2000),
+        },
+        max_bytes: cfg.max_bytes,
+        startup_wait_ms: cfg.startup_wait_ms,
     })
 }
 

@@ -29,6 +29,13 @@ pub enum TokenError {
     /// requires one).
     UnknownIssuer(Option<String>),
     AudienceNotAllowed,
+    /// The provider's keys cannot be had now (not fetched yet, or too stale): not the
+    /// client's fault, a 503.
+    KeysUnavailable {
+        provider: String,
+        retry_after_s: u64,
+        detail: Option<String>,
+    },
 }
 
 /// The counter label of a failed check (`tokengate.denied.<reason>`).
@@ -40,6 +47,7 @@ pub enum FailureKind {
     NotYetValid,
     Issuer,
     Audience,
+    Unavailable,
 }
 
 impl FailureKind {
@@ -51,6 +59,7 @@ impl FailureKind {
             FailureKind::NotYetValid => "not_yet_valid",
             FailureKind::Issuer => "issuer",
             FailureKind::Audience => "audience",
+            FailureKind::Unavailable => "unavailable",
         }
     }
 }
@@ -67,6 +76,7 @@ impl TokenError {
             TokenError::NotYetValid => FailureKind::NotYetValid,
             TokenError::UnknownIssuer(_) => FailureKind::Issuer,
             TokenError::AudienceNotAllowed => FailureKind::Audience,
+            TokenError::KeysUnavailable { .. } => FailureKind::Unavailable,
         }
     }
 }
@@ -92,6 +102,19 @@ impl fmt::Display for TokenError {
             TokenError::UnknownIssuer(None) => write!(f, "the token has no issuer (iss)"),
             TokenError::AudienceNotAllowed => {
                 write!(f, "the token's audience (aud) is not accepted here")
+            }
+            TokenError::KeysUnavailable {
+                provider, detail, ..
+            } => {
+                write!(
+                    f,
+                    "the signing keys of provider {} are not available",
+                    provider
+                )?;
+                match detail {
+                    Some(d) => write!(f, " (last fetch: {})", d),
+                    None => write!(f, " yet"),
+                }
             }
         }
     }

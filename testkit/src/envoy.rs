@@ -50,6 +50,8 @@ pub struct EnvoyOptions {
     pub log_levels: String,
     /// Hand the configuration to Envoy as a `google.protobuf.Struct` instead of a string.
     pub as_struct: bool,
+    /// Extra static clusters (name, loopback port), e.g. the dev IdP for callouts.
+    pub clusters: Vec<(String, u16)>,
 }
 
 impl EnvoyOptions {
@@ -64,7 +66,19 @@ impl EnvoyOptions {
             concurrency: 1,
             log_levels: "wasm:debug".into(),
             as_struct: false,
+            clusters: Vec::new(),
         }
+    }
+
+    /// Adds a static cluster to 127.0.0.1:port.
+    pub fn cluster(mut self, name: &str, port: u16) -> EnvoyOptions {
+        self.clusters.push((name.to_owned(), port));
+        self
+    }
+
+    pub fn concurrency(mut self, workers: u32) -> EnvoyOptions {
+        self.concurrency = workers;
+        self
     }
 }
 
@@ -134,13 +148,19 @@ impl Envoy {
         } else {
             json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": options.plugin_config})
         };
-        let bootstrap = bootstrap(
+        let mut bootstrap = bootstrap(
             port,
             admin_port,
             upstream.port(),
             configuration,
             &wasm_module(),
         );
+        for (name, cluster_port) in &options.clusters {
+            bootstrap["static_resources"]["clusters"]
+                .as_array_mut()
+                .unwrap()
+                .push(static_cluster(name, *cluster_port));
+        }
         let config_path = dir.join("envoy.json");
         std::fs::write(
             &config_path,
@@ -327,6 +347,16 @@ pub fn bootstrap(
                 "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}
             }]
         }
+    })
+}
+
+/// A plain-HTTP cluster to one loopback port.
+pub fn static_cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "connect_timeout": "0.5s",
+        "type": "STATIC",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
     })
 }
 

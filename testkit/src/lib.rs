@@ -2,9 +2,12 @@
 //! real Envoy with the built `tokengate.wasm` in front of an echo upstream, send requests
 //! byte for byte, and mint tokens with keys generated at run time.
 
+pub use devidp;
+
 pub mod envoy;
 pub mod expect;
 pub mod http;
+pub mod idp;
 pub mod mint;
 pub mod process;
 pub mod upstream;

@@ -1,0 +1,417 @@
+//! Remote key sets: where to fetch them (a `jwks_uri`, or OIDC discovery from the issuer),
+//! the callout requests to make, and what their answers mean. The host dispatches the
+//! requests and hands the answers back; nothing here does I/O.
+
+use crate::jwks::{self, KeyPolicy, KeySet, KeyWarning};
+use serde_json::Value;
+use std::fmt;
+
+/// A URL split the way a callout needs it. The scheme only decides the default port: TLS is
+/// the business of the Envoy cluster the callout goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// `host` or `host:port`, as written.
+    pub authority: String,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(text: &str) -> Result<Url, String> {
+        let rest = text
+            .strip_prefix("https://")
+            .or_else(|| text.strip_prefix("http://"))
+            .ok_or_else(|| format!("{:?} is not an http(s) URL", text))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
+            return Err(format!("{:?} has no usable host", text));
+        }
+        if path.contains(['#', ' ']) {
+            return Err(format!("{:?} has a fragment or spaces", text));
+        }
+        Ok(Url {
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// How a provider fetches its keys, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// Given in the configuration; `None` means discovery from the issuer.
+    pub jwks_uri: Option<Url>,
+    /// Where discovery looks (`<issuer>/.well-known/openid-configuration`).
+    pub discovery: Option<Url>,
+    /// The Envoy cluster all callouts of this provider go to.
+    pub cluster: String,
+    /// `:authority` of every callout; default: the host of the URL called.
+    pub authority: Option<String>,
+    pub timeout_ms: u64,
+    pub refresh: RefreshPolicy,
+    pub max_bytes: usize,
+    pub startup_wait_ms: u64,
+}
+
+/// Timing of fetches, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshPolicy {
+    /// Refresh interval when the answer carries no `max-age`.
+    pub default_ms: u64,
+    pub min_ms: u64,
+    pub max_ms: u64,
+    /// At most one refetch per this interval for tokens with an unknown `kid`.
+    pub unknown_kid_ms: u64,
+    /// Keys older than this are no longer used (503 instead).
+    pub max_stale_ms: u64,
+    /// Backoff after failed fetches doubles from 1 s up to this.
+    pub max_backoff_ms: u64,
+    /// How long a worker may hold the fetch lease before others may take over.
+    pub lease_ms: u64,
+}
+
+impl RefreshPolicy {
+    /// The refresh interval for an answer with this `max-age` (seconds), clamped.
+    pub fn interval_ms(&self, max_age_s: Option<u64>) -> u64 {
+        match max_age_s {
+            Some(s) => s.saturating_mul(1000).clamp(self.min_ms, self.max_ms),
+            None => self.default_ms,
+        }
+    }
+
+    /// Backoff after the `failures`-th failure in a row; `jitter` in [0, 1) spreads it
+    /// by +-25 % so that a fleet does not retry in step.
+    pub fn backoff_ms(&self, failures: u32, jitter: f64) -> u64 {
+        let base = 1000u64.saturating_mul(1u64 << failures.saturating_sub(1).min(20));
+        let capped = base.min(self.max_backoff_ms) as f64;
+        (capped * (0.75 + 0.5 * jitter.clamp(0.0, 1.0))) as u64
+    }
+}
+
+/// What a callout fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchKind {
+    Discovery,
+    Jwks,
+}
+
+/// A GET the host should dispatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    pub kind: FetchKind,
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub timeout_ms: u64,
+}
+
+impl Callout {
+    pub fn get(kind: FetchKind, remote: &RemoteJwks, url: &Url) -> Callout {
+        Callout {
+            kind,
+            cluster: remote.cluster.clone(),
+            authority: remote
+                .authority
+                .clone()
+                .unwrap_or_else(|| url.authority.clone()),
+            path: url.path.clone(),
+            timeout_ms: remote.timeout_ms,
+        }
+    }
+
+    /// The request headers of the callout.
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        vec![
+            (":method", "GET"),
+            (":path", self.path.as_str()),
+            (":authority", self.authority.as_str()),
+            ("accept", "application/json"),
+            ("user-agent", "tokengate"),
+        ]
+    }
+}
+
+/// Why a fetch did not produce keys. Each cause has a counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// No answer: connection refused or reset, timeout, unknown cluster.
+    Unreachable,
+    Status(u16),
+    TooLarge {
+        max: usize,
+    },
+    Malformed(String),
+}
+
+impl FetchError {
+    pub const CAUSES: [&'static str; 4] = ["unreachable", "status", "oversized", "malformed"];
+
+    pub fn cause(&self) -> &'static str {
+        match self {
+            FetchError::Unreachable => "unreachable",
+            FetchError::Status(_) => "status",
+            FetchError::TooLarge { .. } => "oversized",
+            FetchError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Unreachable => write!(f, "no answer (connection failed or timed out)"),
+            FetchError::Status(s) => write!(f, "HTTP status {}", s),
+            FetchError::TooLarge { max } => {
+                write!(f, "the answer is larger than {} bytes (max_bytes)", max)
+            }
+            FetchError::Malformed(why) => write!(f, "the answer {}", why),
+        }
+    }
+}
+
+/// The answer to a callout, as the host read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// `None` when the call failed without a response.
+    pub status: Option<u16>,
+    pub cache_control: Option<&'a str>,
+    pub body: &'a [u8],
+    /// The size the host reported, which may exceed what it handed over in `body`.
+    pub body_size: usize,
+}
+
+/// Envoy answers a callout it could not deliver with its own 503/504 and one of these texts.
+const ENVOY_LOCAL_FAILURES: [&[u8]; 3] = [
+    b"upstream connect error",
+    b"no healthy upstream",
+    b"upstream request timeout",
+];
+
+fn check_answer(answer: &Answer<'_>, max_bytes: usize) -> Result<(), FetchError> {
+    match answer.status {
+        None => Err(FetchError::Unreachable),
+        Some(503 | 504)
+            if ENVOY_LOCAL_FAILURES
+                .iter()
+                .any(|t| answer.body.starts_with(t)) =>
+        {
+            Err(FetchError::Unreachable)
+        }
+        Some(200) => {
+            if answer.body_size > max_bytes || answer.body.len() > max_bytes {
+                Err(FetchError::TooLarge { max: max_bytes })
+            } else {
+                Ok(())
+            }
+        }
+        Some(s) => Err(FetchError::Status(s)),
+    }
+}
+
+/// What discovery found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub jwks_uri: String,
+    pub introspection_endpoint: Option<String>,
+}
+
+/// Reads an OpenID Provider Configuration document.
+pub fn read_discovery(
+    answer: &Answer<'_>,
+    max_bytes: usize,
+    issuer: Option<&str>,
+) -> Result<Discovered, FetchError> {
+    check_answer(answer, max_bytes)?;
+    let doc: Value = serde_json::from_slice(answer.body)
+        .map_err(|e| FetchError::Malformed(format!("is not JSON ({})", e)))?;
+    if let (Some(expected), Some(found)) = (issuer, doc.get("issuer").and_then(Value::as_str)) {
+        if expected != found {
+            return Err(FetchError::Malformed(format!(
+                "names issuer {:?}, not {:?}",
+                found, expected
+            )));
+        }
+    }
+    let jwks_uri = doc
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FetchError::Malformed("has no jwks_uri".into()))?;
+    Url::parse(jwks_uri).map_err(FetchError::Malformed)?;
+    Ok(Discovered {
+        jwks_uri: jwks_uri.to_owned(),
+        introspection_endpoint: doc
+            .get("introspection_endpoint")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// A fetched key set and the refresh hint that came with it.
+#[derive(Debug)]
+pub struct FetchedKeys {
+    pub keys: KeySet,
+    pub warnings: Vec<KeyWarning>,
+    pub max_age_s: Option<u64>,
+}
+
+/// Reads a JWKS answer. A set without a usable key is a failure: the last good keys stay.
+pub fn read_jwks(
+    answer: &Answer<'_>,
+    max_bytes: usize,
+    policy: &KeyPolicy,
+) -> Result<FetchedKeys, FetchError> {
+    check_answer(answer, max_bytes)?;
+    let (keys, warnings) = parse_jwks_body(answer.body, policy)?;
+    Ok(FetchedKeys {
+        keys,
+        warnings,
+        max_age_s: answer.cache_control.and_then(max_age),
+    })
+}
+
+/// Parses a JWKS body (also used for bodies shared between workers).
+pub fn parse_jwks_body(
+    body: &[u8],
+    policy: &KeyPolicy,
+) -> Result<(KeySet, Vec<KeyWarning>), FetchError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| FetchError::Malformed(format!("is not JSON ({})", e)))?;
+    jwks::parse_jwks(&value, policy).map_err(|e| FetchError::Malformed(e.to_string()))
+}
+
+/// `max-age` of a Cache-Control header; `no-cache`/`no-store` count as 0.
+pub fn max_age(cache_control: &str) -> Option<u64> {
+    let mut result = None;
+    for directive in cache_control.split(',') {
+        let directive = directive.trim().to_ascii_lowercase();
+        if directive == "no-cache" || directive == "no-store" {
+            return Some(0);
+        }
+        if let Some(v) = directive.strip_prefix("max-age=") {
+            result = v.trim_matches('"').parse().ok();
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(
+            Url::parse("https://auth.example.com/oauth/v2/keys").unwrap(),
+            Url {
+                authority: "auth.example.com".into(),
+                path: "/oauth/v2/keys".into()
+            }
+        );
+        assert_eq!(Url::parse("http://127.0.0.1:9000").unwrap().path, "/");
+        assert!(Url::parse("ftp://x/y").is_err());
+        assert!(Url::parse("https:///keys").is_err());
+        assert!(Url::parse("https://user@host/").is_err());
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        assert_eq!(max_age("max-age=300, must-revalidate"), Some(300));
+        assert_eq!(max_age("public, Max-Age=60"), Some(60));
+        assert_eq!(max_age("no-store"), Some(0));
+        assert_eq!(max_age("private"), None);
+    }
+
+    fn policy() -> RefreshPolicy {
+        RefreshPolicy {
+            default_ms: 300_000,
+            min_ms: 30_000,
+            max_ms: 3_600_000,
+            unknown_kid_ms: 30_000,
+            max_stale_ms: 86_400_000,
+            max_backoff_ms: 60_000,
+            lease_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn refresh_interval_is_clamped() {
+        let p = policy();
+        assert_eq!(p.interval_ms(Some(300)), 300_000);
+        assert_eq!(p.interval_ms(Some(1)), 30_000);
+        assert_eq!(p.interval_ms(Some(86_400)), 3_600_000);
+        assert_eq!(p.interval_ms(None), 300_000);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let p = policy();
+        assert_eq!(p.backoff_ms(1, 0.5), 1000);
+        assert_eq!(p.backoff_ms(2, 0.5), 2000);
+        assert_eq!(p.backoff_ms(3, 0.0), 3000);
+        assert_eq!(p.backoff_ms(30, 0.5), 60_000);
+        assert_eq!(p.backoff_ms(30, 0.999_999), 74_999);
+    }
+
+    #[test]
+    fn answers_are_checked_before_parsing() {
+        let answer = |status, body: &'static [u8]| Answer {
+            status,
+            cache_control: None,
+            body,
+            body_size: body.len(),
+        };
+        let policy = KeyPolicy::default();
+        assert_eq!(
+            read_jwks(&answer(None, b""), 10, &policy).unwrap_err(),
+            FetchError::Unreachable
+        );
+        assert_eq!(
+            read_jwks(&answer(Some(500), b"{}"), 10, &policy).unwrap_err(),
+            FetchError::Status(500)
+        );
+        assert_eq!(
+            read_jwks(&answer(Some(200), b"{\"keys\": []}"), 5, &policy)
+                .unwrap_err()
+                .cause(),
+            "oversized"
+        );
+        assert_eq!(
+            read_jwks(&answer(Some(200), b"<html>"), 100, &policy)
+                .unwrap_err()
+                .cause(),
+            "malformed"
+        );
+        assert_eq!(
+            read_jwks(&answer(Some(200), b"{\"keys\": []}"), 100, &policy)
+                .unwrap_err()
+                .cause(),
+            "malformed"
+        );
+    }
+
+    #[test]
+    fn discovery_needs_a_jwks_uri_and_the_right_issuer() {
+        let doc = br#"{"issuer":"https://i","jwks_uri":"https://i/keys","introspection_endpoint":"https://i/introspect"}"#;
+        let answer = Answer {
+            status: Some(200),
+            cache_control: None,
+            body: doc,
+            body_size: doc.len(),
+        };
+        let found = read_discovery(&answer, 1000, Some("https://i")).unwrap();
+        assert_eq!(found.jwks_uri, "https://i/keys");
+        assert_eq!(
+            found.introspection_endpoint.as_deref(),
+            Some("https://i/introspect")
+        );
+        assert_eq!(
+            read_discovery(&answer, 1000, Some("https://other"))
+                .unwrap_err()
+                .cause(),
+            "malformed"
+        );
+    }
+}

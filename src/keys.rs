@@ -1,0 +1,418 @@
+//! Remote key sets on the host side: the shared-data record every worker reads on its tick,
+//! the fetch lease, the callouts, and the per-provider metrics. The decisions (is a fetch due,
+//! what does an answer mean) are `tokengate_core::{keysync, remote}`.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+use std::time::Duration;
+use tokengate_core::gate::KeyView;
+use tokengate_core::jwks::{KeyPolicy, KeySet};
+use tokengate_core::keysync::{self, SyncRecord};
+use tokengate_core::remote::{self, Answer, Callout, FetchError, FetchKind, RemoteJwks, Url};
+use tokengate_core::settings::{KeySource, Settings};
+
+/// A random number from the host's entropy (WASI `random_get`, through std's hasher seed).
+pub fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0x746f_6b65_6e67_6174);
+    h.finish()
+}
+
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+struct KeyMetrics {
+    success: Option<u32>,
+    failure: Vec<(&'static str, Option<u32>)>,
+    unknown_kid: Option<u32>,
+    age: Option<u32>,
+}
+
+impl KeyMetrics {
+    fn define(provider: &str) -> KeyMetrics {
+        let name = |what: &str| format!("tokengate.jwks.{}.{}", provider, what);
+        KeyMetrics {
+            success: counter(&name("fetch_success")),
+            failure: FetchError::CAUSES
+                .iter()
+                .map(|c| (*c, counter(&name(&format!("fetch_failure.{}", c)))))
+                .collect(),
+            unknown_kid: counter(&name("refetch_unknown_kid")),
+            age: hostcalls::define_metric(MetricType::Gauge, &name("age_seconds")).ok(),
+        }
+    }
+}
+
+/// One remote provider's key sync in this VM.
+pub struct ProviderSync {
+    pub provider: usize,
+    name: String,
+    issuer: Option<String>,
+    remote: RemoteJwks,
+    policy: KeyPolicy,
+    record_key: String,
+    body_key: String,
+    /// Version of the key set loaded into this VM's gate.
+    pub loaded_version: u64,
+    keys: Option<Rc<KeySet>>,
+    inflight: Option<(u32, FetchKind)>,
+    /// A parked request waits for an unknown `kid`.
+    pub wants_kid_refetch: bool,
+    metrics: KeyMetrics,
+}
+
+/// Where an FNV-1a hash keeps providers of different plugins apart in the shared namespace
+/// (Istio gives every WasmPlugin the same empty vm_id).
+fn fnv(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl ProviderSync {
+    pub fn for_settings(settings: &Settings) -> Vec<ProviderSync> {
+        settings
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| match &p.keys {
+                KeySource::Remote(remote) => {
+                    let uri = remote.jwks_uri.as_ref().map_or("", |u| u.path.as_str());
+                    let host = remote
+                        .jwks_uri
+                        .as_ref()
+                        .or(remote.discovery.as_ref())
+                        .map_or("", |u| u.authority.as_str());
+                    let id = fnv(&[
+                        p.issuer.as_deref().unwrap_or(""),
+                        host,
+                        uri,
+                        &remote.cluster,
+                        remote.authority.as_deref().unwrap_or(""),
+                    ]);
+                    let ns = format!("tokengate.v1/{}/{:016x}", p.name, id);
+                    Some(ProviderSync {
+                        provider: index,
+                        name: p.name.clone(),
+                        issuer: p.issuer.clone(),
+                        remote: (**remote).clone(),
+                        policy: p.key_policy,
+                        record_key: format!("{}/record", ns),
+                        body_key: format!("{}/keys", ns),
+                        loaded_version: 0,
+                        keys: None,
+                        inflight: None,
+                        wants_kid_refetch: false,
+                        metrics: KeyMetrics::define(&p.name),
+                    })
+                }
+                KeySource::Inline(_) => None,
+            })
+            .collect()
+    }
+
+    pub fn fetching(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    pub fn has_keys(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    pub fn owns(&self, token: u32) -> bool {
+        self.inflight.is_some_and(|(t, _)| t == token)
+    }
+
+    /// Creates the shared record if no worker has yet. Called from `on_configure`, which
+    /// Envoy runs on the main thread before the workers' VMs start, so that workers never
+    /// race to create it.
+    pub fn ensure_record(&self) {
+        if let Ok((None, _)) = hostcalls::get_shared_data(&self.record_key) {
+            let _ = hostcalls::set_shared_data(
+                &self.record_key,
+                Some(&SyncRecord::default().to_bytes()),
+                None,
+            );
+        }
+    }
+
+    fn read_record(&self) -> (SyncRecord, Option<u32>) {
+        match hostcalls::get_shared_data(&self.record_key) {
+            Ok((Some(bytes), cas)) => (SyncRecord::from_bytes(&bytes), cas),
+            _ => {
+                self.ensure_record();
+                match hostcalls::get_shared_data(&self.record_key) {
+                    Ok((Some(bytes), cas)) => (SyncRecord::from_bytes(&bytes), cas),
+                    _ => (SyncRecord::default(), None),
+                }
+            }
+        }
+    }
+
+    /// Applies `change` to the shared record with compare-and-swap, retrying on conflicts.
+    fn update_record(&self, change: impl Fn(&SyncRecord) -> SyncRecord) -> Option<SyncRecord> {
+        for _ in 0..8 {
+            let (rec, cas) = self.read_record();
+            let next = change(&rec);
+            match hostcalls::set_shared_data(&self.record_key, Some(&next.to_bytes()), cas) {
+                Ok(()) => return Some(next),
+                Err(Status::CasMismatch) => continue,
+                Err(status) => {
+                    log::warn!(
+                        "tokengate: provider {}: cannot write shared key state: {:?}",
+                        self.name,
+                        status
+                    );
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Loads a newer published key set, if any.
+    fn load_published(&mut self, rec: &SyncRecord) {
+        if rec.version <= self.loaded_version {
+            return;
+        }
+        let Ok((Some(bytes), _)) = hostcalls::get_shared_data(&self.body_key) else {
+            return;
+        };
+        let Some((version, body)) = keysync::decode_body(&bytes) else {
+            return;
+        };
+        if version <= self.loaded_version {
+            return;
+        }
+        match remote::parse_jwks_body(body, &self.policy) {
+            Ok((keys, _)) => {
+                self.keys = Some(Rc::new(keys));
+                self.loaded_version = version;
+            }
+            Err(e) => log::warn!(
+                "tokengate: provider {}: published key set is unusable: {}",
+                self.name,
+                e
+            ),
+        }
+    }
+
+    /// The gate's view of these keys at `now` (ms).
+    pub fn view(&self, rec: &SyncRecord, now: u64) -> KeyView {
+        KeyView {
+            keys: self.keys.clone(),
+            version: self.loaded_version,
+            usable_until: if self.keys.is_some() {
+                rec.fetched_at
+                    .saturating_add(self.remote.refresh.max_stale_ms)
+            } else {
+                0
+            },
+            fetching: self.inflight.is_some() || rec.lease_held(now),
+            next_fetch_at: rec.next_fetch_at(),
+            kid_refetch_from: rec.kid_refetch_from(&self.remote.refresh),
+            last_error: rec.last_error.clone(),
+        }
+    }
+
+    /// The tick: load what other workers published, then start a fetch if one is due and
+    /// this worker wins the lease. Returns the view for the gate.
+    pub fn tick(&mut self, me: u64, now: u64) -> KeyView {
+        let (rec, cas) = self.read_record();
+        self.load_published(&rec);
+        if self.inflight.is_none() {
+            if let Some(next) =
+                keysync::try_begin(&rec, me, now, self.wants_kid_refetch, &self.remote.refresh)
+            {
+                let for_kid = next.kid_refetch_at != rec.kid_refetch_at;
+                if hostcalls::set_shared_data(&self.record_key, Some(&next.to_bytes()), cas).is_ok()
+                {
+                    if for_kid {
+                        bump(self.metrics.unknown_kid);
+                    }
+                    self.wants_kid_refetch = false;
+                    self.start_fetch(&next, now);
+                }
+            }
+        }
+        if let Some(age) = self.metrics.age {
+            if rec.version > 0 {
+                let _ = hostcalls::record_metric(age, now.saturating_sub(rec.fetched_at) / 1000);
+            }
+        }
+        let (rec, _) = self.read_record();
+        self.view(&rec, now)
+    }
+
+    /// Dispatches discovery or the key fetch, whichever is next.
+    fn start_fetch(&mut self, rec: &SyncRecord, now: u64) {
+        let (kind, url) = match (&self.remote.jwks_uri, &rec.jwks_uri, &self.remote.discovery) {
+            (Some(configured), _, _) => (FetchKind::Jwks, configured.clone()),
+            (None, Some(found), _) => match Url::parse(found) {
+                Ok(url) => (FetchKind::Jwks, url),
+                Err(e) => return self.fail(now, &FetchError::Malformed(e)),
+            },
+            (None, None, Some(discovery)) => (FetchKind::Discovery, discovery.clone()),
+            (None, None, None) => {
+                return self.fail(now, &FetchError::Malformed("no jwks_uri".into()))
+            }
+        };
+        self.dispatch(Callout::get(kind, &self.remote, &url), now);
+    }
+
+    fn dispatch(&mut self, callout: Callout, now: u64) {
+        let headers = callout.headers();
+        let result = hostcalls::dispatch_http_call(
+            &callout.cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(callout.timeout_ms),
+        );
+        match result {
+            Ok(token) => self.inflight = Some((token, callout.kind)),
+            Err(status) => {
+                log::error!(
+                    "tokengate: provider {}: cannot call cluster {:?} ({:?}); is it defined in Envoy?",
+                    self.name,
+                    callout.cluster,
+                    status
+                );
+                self.fail(now, &FetchError::Unreachable);
+            }
+        }
+    }
+
+    fn fail(&mut self, now: u64, error: &FetchError) {
+        self.inflight = None;
+        let text = error.to_string();
+        log::warn!(
+            "tokengate: provider {}: key fetch failed: {}; keeping the last good keys",
+            self.name,
+            text
+        );
+        if let Some((_, id)) = self
+            .metrics
+            .failure
+            .iter()
+            .find(|(c, _)| *c == error.cause())
+        {
+            bump(*id);
+        }
+        let jitter = (random_u64() % 1_000_000) as f64 / 1_000_000.0;
+        let policy = self.remote.refresh;
+        self.update_record(|rec| keysync::failed(rec, now, &text, jitter, &policy));
+    }
+
+    /// Handles the answer to this provider's callout.
+    pub fn on_response(&mut self, num_headers: usize, body_size: usize, now: u64) {
+        let Some((_, kind)) = self.inflight.take() else {
+            return;
+        };
+        let headers = if num_headers == 0 {
+            Vec::new()
+        } else {
+            hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let status = header(":status").and_then(|s| s.parse().ok());
+        let max = self.remote.max_bytes;
+        let body = if body_size > 0 && body_size <= max {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let answer = Answer {
+            status,
+            cache_control: header("cache-control"),
+            body: &body,
+            body_size,
+        };
+        match kind {
+            FetchKind::Discovery => {
+                match remote::read_discovery(&answer, max, self.issuer.as_deref()) {
+                    Ok(found) => {
+                        log::info!(
+                            "tokengate: provider {}: discovery found jwks_uri {}",
+                            self.name,
+                            found.jwks_uri
+                        );
+                        let lease = now + self.remote.refresh.lease_ms;
+                        self.update_record(|rec| SyncRecord {
+                            jwks_uri: Some(found.jwks_uri.clone()),
+                            introspection_endpoint: found.introspection_endpoint.clone(),
+                            lease_until: lease,
+                            ..rec.clone()
+                        });
+                        match Url::parse(&found.jwks_uri) {
+                            Ok(url) => self
+                                .dispatch(Callout::get(FetchKind::Jwks, &self.remote, &url), now),
+                            Err(e) => self.fail(now, &FetchError::Malformed(e)),
+                        }
+                    }
+                    Err(e) => self.fail(now, &e),
+                }
+            }
+            FetchKind::Jwks => match remote::read_jwks(&answer, max, &self.policy) {
+                Ok(fetched) => {
+                    for w in &fetched.warnings {
+                        log::warn!(
+                            "tokengate: provider {}: fetched key {} (skipped)",
+                            self.name,
+                            w
+                        );
+                    }
+                    let (rec, _) = self.read_record();
+                    let version = rec.version + 1;
+                    let _ = hostcalls::set_shared_data(
+                        &self.body_key,
+                        Some(&keysync::encode_body(version, &body)),
+                        None,
+                    );
+                    let policy = self.remote.refresh;
+                    let max_age = fetched.max_age_s;
+                    self.update_record(|rec| keysync::succeeded(rec, now, max_age, &policy));
+                    self.keys = Some(Rc::new(fetched.keys));
+                    self.loaded_version = version;
+                    bump(self.metrics.success);
+                    log::info!(
+                        "tokengate: provider {}: fetched {} key(s), version {}",
+                        self.name,
+                        self.keys.as_ref().map_or(0, |k| k.len()),
+                        version
+                    );
+                }
+                Err(e) => self.fail(now, &e),
+            },
+        }
+    }
+
+    /// The view after a response, for the gate.
+    pub fn current_view(&self, now: u64) -> KeyView {
+        let (rec, _) = self.read_record();
+        self.view(&rec, now)
+    }
+}
