@@ -8,7 +8,7 @@ use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
 use std::time::Duration;
 use tokengate_core::decision::{Decision, Outcome};
-use tokengate_core::gate::{Request, Verdict};
+use tokengate_core::gate::{Request, Verdict, WaitReason};
 
 /// Tick period while requests wait for keys.
 pub const FAST_TICK: Duration = Duration::from_millis(20);
@@ -80,33 +80,51 @@ impl HttpContext for RequestFilter {
         let may_wait = shared.parked.borrow().len() < crate::root::MAX_PARKED;
         let verdict = gate.evaluate(&Request::new(&headers), now, may_wait);
         drop(gate);
-        match verdict {
-            Verdict::Decided(decision) => apply(&shared, &decision),
-            Verdict::Wait(wait) => {
-                log::debug!(
-                    "tokengate: request waits for the keys of provider {} ({:?})",
-                    wait.provider,
-                    wait.reason
-                );
-                let version = shared.key_version(wait.provider);
-                shared.parked.borrow_mut().push(Parked {
-                    context_id: self.context_id,
-                    headers,
-                    wait,
-                    key_version: version,
-                });
-                shared.want_keys(wait);
-                let _ = hostcalls::set_tick_period(FAST_TICK);
-                Action::Pause
-            }
+        let wait = match verdict {
+            Verdict::Decided(decision) => return apply(&shared, &decision, false),
+            Verdict::Wait(wait) => wait,
+        };
+        if !shared.arrange(&wait) {
+            // Too much is queued already: decide without waiting (503 for introspection).
+            let verdict = shared
+                .gate
+                .borrow_mut()
+                .evaluate(&Request::new(&headers), now, false);
+            return match verdict {
+                Verdict::Decided(decision) => apply(&shared, &decision, false),
+                Verdict::Wait(_) => internal_failure("cannot wait for keys or introspection"),
+            };
         }
+        log::debug!(
+            "tokengate: request waits ({:?}, provider {})",
+            wait.reason,
+            wait.provider
+        );
+        if wait.reason == WaitReason::Introspection {
+            shared.metrics.introspection_miss();
+            // Dispatch from the root context at once (its next tick).
+            let _ = hostcalls::set_tick_period(Duration::from_millis(1));
+        } else {
+            let _ = hostcalls::set_tick_period(FAST_TICK);
+        }
+        let version = shared.key_version(wait.provider);
+        let waited = vec![wait.reason];
+        shared.parked.borrow_mut().push(Parked {
+            context_id: self.context_id,
+            headers,
+            wait,
+            key_version: version,
+            waited,
+        });
+        Action::Pause
     }
 }
 
 /// Acts on a decision for the current (effective) request: count, log, then reply or
-/// forward. Returns what the request context must return to Envoy.
-pub fn apply(shared: &Shared, decision: &Decision) -> Action {
-    shared.metrics.record(decision);
+/// forward. `resumed`: the request waited (its cache use was counted then). Returns what the
+/// request context must return to Envoy.
+pub fn apply(shared: &Shared, decision: &Decision, resumed: bool) -> Action {
+    shared.metrics.record(decision, resumed);
     if let Outcome::Denied(reason) = decision.outcome {
         if log::log_enabled!(log::Level::Debug) {
             let mode = if decision.enforced {

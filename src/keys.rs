@@ -121,7 +121,7 @@ impl ProviderSync {
                         metrics: KeyMetrics::define(&p.name),
                     })
                 }
-                KeySource::Inline(_) => None,
+                KeySource::Inline(_) | KeySource::None => None,
             })
             .collect()
     }
@@ -408,6 +408,14 @@ impl ProviderSync {
                 Err(e) => self.fail(now, &e),
             },
         }
+    }
+
+    /// The introspection endpoint discovery found, if any.
+    pub fn discovered_introspection_endpoint(&self) -> Option<Url> {
+        let (rec, _) = self.read_record();
+        rec.introspection_endpoint
+            .as_deref()
+            .and_then(|e| Url::parse(e).ok())
     }
 
     /// The view after a response, for the gate.

@@ -4,6 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod http;
+mod introspect;
 mod keys;
 mod metrics;
 mod root;

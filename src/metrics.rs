@@ -13,6 +13,8 @@ pub struct Metrics {
     dry_run_denied: Vec<(DenyReason, Option<u32>)>,
     cache_hits: Option<u32>,
     cache_misses: Option<u32>,
+    introspection_hits: Option<u32>,
+    introspection_misses: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -51,10 +53,18 @@ impl Metrics {
                 .collect(),
             cache_hits: counter("tokengate.jwt_cache.hits"),
             cache_misses: counter("tokengate.jwt_cache.misses"),
+            introspection_hits: counter("tokengate.introspection.cache_hits"),
+            introspection_misses: counter("tokengate.introspection.cache_misses"),
         }
     }
 
-    pub fn record(&self, decision: &Decision) {
+    /// A request waits for an introspection answer that is not cached.
+    pub fn introspection_miss(&self) {
+        bump(self.introspection_misses);
+    }
+
+    /// Counts one decision; a `resumed` request had its cache use counted when it parked.
+    pub fn record(&self, decision: &Decision, resumed: bool) {
         match decision.outcome {
             Outcome::Allowed => bump(self.allowed),
             Outcome::Denied(reason) => {
@@ -73,6 +83,11 @@ impl Metrics {
             CacheUse::Hit => bump(self.cache_hits),
             CacheUse::Miss => bump(self.cache_misses),
             CacheUse::NotUsed => {}
+        }
+        match (decision.introspection_cache, resumed) {
+            (CacheUse::Hit, false) => bump(self.introspection_hits),
+            (CacheUse::Miss, _) => bump(self.introspection_misses),
+            _ => {}
         }
     }
 }

@@ -3,6 +3,7 @@
 //! keys.
 
 use crate::http::{apply, RequestFilter, FAST_TICK};
+use crate::introspect::IntrospectionSync;
 use crate::keys::{random_u64, ProviderSync};
 use crate::metrics::Metrics;
 use proxy_wasm::hostcalls;
@@ -33,6 +34,8 @@ pub struct Parked {
     pub wait: Wait,
     /// The key version it saw when it parked.
     pub key_version: u64,
+    /// What it has waited for so far; it never waits twice for the same thing.
+    pub waited: Vec<WaitReason>,
 }
 
 /// State shared by the root context and the request contexts of one VM (one worker).
@@ -41,6 +44,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub parked: RefCell<Vec<Parked>>,
     pub syncs: RefCell<Vec<ProviderSync>>,
+    pub introspections: RefCell<Vec<IntrospectionSync>>,
 }
 
 impl Shared {
@@ -51,15 +55,34 @@ impl Shared {
             .map_or(0, |v| v.version)
     }
 
-    /// A parked request needs keys: ask for a refetch when it waits for an unknown `kid`.
-    pub fn want_keys(&self, wait: Wait) {
-        if wait.reason == WaitReason::UnknownKid {
-            for sync in self.syncs.borrow_mut().iter_mut() {
-                if sync.provider == wait.provider {
-                    sync.wants_kid_refetch = true;
+    /// Arranges for what a parked request waits for: a refetch for an unknown `kid`, or a
+    /// queued introspection. False when it cannot be arranged (too many queued).
+    pub fn arrange(&self, wait: &Wait) -> bool {
+        match (&wait.reason, &wait.introspect) {
+            (WaitReason::UnknownKid, _) => {
+                for sync in self.syncs.borrow_mut().iter_mut() {
+                    if sync.provider == wait.provider {
+                        sync.wants_kid_refetch = true;
+                    }
                 }
+                true
             }
+            (WaitReason::Introspection, Some(pending)) => self
+                .introspections
+                .borrow_mut()
+                .iter_mut()
+                .find(|s| s.provider == wait.provider)
+                .is_some_and(|s| s.enqueue(pending)),
+            (WaitReason::Introspection, None) => false,
+            (WaitReason::FirstKeys, _) => true,
         }
+    }
+
+    fn introspection_pending(&self, provider: usize, key: &str) -> bool {
+        self.introspections
+            .borrow()
+            .iter()
+            .any(|s| s.provider == provider && s.is_pending(key))
     }
 }
 
@@ -86,27 +109,57 @@ impl FilterRoot {
             let gate = shared.gate.borrow();
             let mut parked = shared.parked.borrow_mut();
             let (ready, waiting): (Vec<Parked>, Vec<Parked>) = parked.drain(..).partition(|p| {
-                everything || !still_waiting(gate.key_view(p.wait.provider), p, now)
+                everything
+                    || !match (&p.wait.reason, &p.wait.introspect) {
+                        (WaitReason::Introspection, Some(i)) => {
+                            now < p.wait.deadline
+                                && shared.introspection_pending(p.wait.provider, &i.key)
+                        }
+                        _ => still_waiting(gate.key_view(p.wait.provider), p, now),
+                    }
             });
             *parked = waiting;
             ready
         };
-        for p in ready {
-            let verdict = shared
-                .gate
-                .borrow_mut()
-                .evaluate(&Request::new(&p.headers), now, false);
-            let Verdict::Decided(decision) = verdict else {
-                continue;
-            };
+        for mut p in ready {
+            // A request that waited for keys may next need an introspection answer: it may
+            // wait again, but never twice for the same thing.
+            let verdict =
+                shared
+                    .gate
+                    .borrow_mut()
+                    .evaluate(&Request::new(&p.headers), now, !everything);
+            let decision =
+                match verdict {
+                    Verdict::Decided(decision) => decision,
+                    Verdict::Wait(wait)
+                        if !p.waited.contains(&wait.reason) && shared.arrange(&wait) =>
+                    {
+                        p.waited.push(wait.reason);
+                        p.key_version = shared.key_version(wait.provider);
+                        p.wait = wait;
+                        shared.parked.borrow_mut().push(p);
+                        continue;
+                    }
+                    Verdict::Wait(_) => match shared.gate.borrow_mut().evaluate(
+                        &Request::new(&p.headers),
+                        now,
+                        false,
+                    ) {
+                        Verdict::Decided(decision) => decision,
+                        Verdict::Wait(_) => continue,
+                    },
+                };
             if hostcalls::set_effective_context(p.context_id).is_err() {
                 // The request ended while it waited.
                 continue;
             }
-            if apply(shared, &decision) == Action::Continue {
+            if apply(shared, &decision, true) == Action::Continue {
                 let _ = hostcalls::resume_http_request();
             }
         }
+        // Requests that parked again for an introspection: send it now.
+        self.dispatch_introspections(shared, now);
         let _ = hostcalls::set_effective_context(self.context_id);
     }
 
@@ -123,8 +176,27 @@ impl FilterRoot {
         }
     }
 
+    /// Sends the queued introspections.
+    fn dispatch_introspections(&self, shared: &Shared, now: u64) {
+        let mut introspections = shared.introspections.borrow_mut();
+        for sync in introspections.iter_mut().filter(|s| s.has_work()) {
+            let discovered = shared
+                .syncs
+                .borrow()
+                .iter()
+                .find(|k| k.provider == sync.provider)
+                .and_then(ProviderSync::discovered_introspection_endpoint);
+            sync.dispatch(discovered, &mut shared.gate.borrow_mut(), now);
+        }
+    }
+
     fn adjust_tick(&self, shared: &Shared) {
         let busy = !shared.parked.borrow().is_empty()
+            || shared
+                .introspections
+                .borrow()
+                .iter()
+                .any(IntrospectionSync::has_work)
             || shared
                 .syncs
                 .borrow()
@@ -142,6 +214,8 @@ fn still_waiting(view: Option<&KeyView>, p: &Parked, now: u64) -> bool {
     match p.wait.reason {
         WaitReason::FirstKeys => view.fetching || now >= view.next_fetch_at,
         WaitReason::UnknownKid => view.fetching || now >= view.kid_refetch_from,
+        // Released by the introspection answer (see release_parked).
+        WaitReason::Introspection => true,
     }
 }
 
@@ -156,6 +230,25 @@ impl Context for FilterRoot {
         let (Some(shared), Some(now)) = (self.shared.clone(), now_ms()) else {
             return;
         };
+        let answered = shared
+            .introspections
+            .borrow_mut()
+            .iter_mut()
+            .find(|s| s.owns(token_id))
+            .and_then(|s| {
+                s.on_response(
+                    token_id,
+                    num_headers,
+                    body_size,
+                    &mut shared.gate.borrow_mut(),
+                    now,
+                )
+            });
+        if answered.is_some() {
+            self.release_parked(&shared, now, false);
+            self.adjust_tick(&shared);
+            return;
+        }
         let view = {
             let mut syncs = shared.syncs.borrow_mut();
             let Some(sync) = syncs.iter_mut().find(|s| s.owns(token_id)) else {
@@ -187,7 +280,8 @@ impl RootContext for FilterRoot {
                 return false;
             }
         };
-        let (settings, warnings) = match settings::compile_bytes(&bytes) {
+        let env = |name: &str| std::env::var(name).ok();
+        let (settings, warnings) = match settings::compile_bytes(&bytes, &env) {
             Ok(compiled) => compiled,
             Err(e) => {
                 log::error!("tokengate: invalid configuration: {}", e);
@@ -207,6 +301,7 @@ impl RootContext for FilterRoot {
             self.release_parked(&old, now, true);
         }
         let syncs = ProviderSync::for_settings(&settings);
+        let introspections = IntrospectionSync::for_settings(&settings);
         for sync in &syncs {
             sync.ensure_record();
         }
@@ -216,6 +311,7 @@ impl RootContext for FilterRoot {
             metrics: Metrics::define(),
             parked: RefCell::new(Vec::new()),
             syncs: RefCell::new(syncs),
+            introspections: RefCell::new(introspections),
         });
         if let Some(now) = now_ms() {
             // Keys another worker (or an earlier configuration) already published.
@@ -238,6 +334,7 @@ impl RootContext for FilterRoot {
         };
         follow_host_log_level();
         self.sync_keys(&shared, now);
+        self.dispatch_introspections(&shared, now);
         self.release_parked(&shared, now, false);
         self.adjust_tick(&shared);
     }

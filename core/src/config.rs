@@ -129,6 +129,8 @@ pub struct ProviderConfig {
     pub jwks: Option<Value>,
     /// Keys fetched from a `jwks_uri`, or found by OIDC discovery from the issuer.
     pub remote_jwks: Option<RemoteJwksConfig>,
+    /// RFC 7662 introspection of opaque tokens (and, optionally, of JWTs).
+    pub introspection: Option<IntrospectionConfig>,
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
     pub min_rsa_bits: Option<usize>,
@@ -139,6 +141,62 @@ pub struct ProviderConfig {
 
 fn default_clock_skew() -> u64 {
     60
+}
+
+/// Introspecting tokens at the provider's RFC 7662 endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntrospectionConfig {
+    /// The endpoint URL. Without it, discovery (through `remote_jwks` without `uri`) finds it.
+    pub endpoint: Option<String>,
+    /// Default: `remote_jwks.cluster`.
+    pub cluster: Option<String>,
+    /// Default: `remote_jwks.authority`, else the endpoint's host.
+    pub authority: Option<String>,
+    pub timeout_ms: u64,
+    /// client_secret_basic: the client id and secret, given here or, better, through VM
+    /// environment variables (`*_env`: the variable's name).
+    pub client_id: Option<String>,
+    pub client_id_env: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// private_key_jwt: a ZITADEL application key file (the JSON object or its text), or the
+    /// name of a VM environment variable holding its text.
+    pub key_file: Option<Value>,
+    pub key_file_env: Option<String>,
+    /// An active answer is reused until the token expires or this ends.
+    pub cache_ttl_seconds: u64,
+    /// An inactive answer is reused this long.
+    pub negative_cache_ttl_seconds: u64,
+    pub cache_max_entries: usize,
+    pub cache_max_bytes: usize,
+    /// Also introspect valid JWTs, to catch revocation before `exp`.
+    pub introspect_jwts: bool,
+    /// Larger answers are refused.
+    pub max_bytes: usize,
+}
+
+impl Default for IntrospectionConfig {
+    fn default() -> Self {
+        IntrospectionConfig {
+            endpoint: None,
+            cluster: None,
+            authority: None,
+            timeout_ms: 2000,
+            client_id: None,
+            client_id_env: None,
+            client_secret: None,
+            client_secret_env: None,
+            key_file: None,
+            key_file_env: None,
+            cache_ttl_seconds: 120,
+            negative_cache_ttl_seconds: 10,
+            cache_max_entries: 10_000,
+            cache_max_bytes: 16 * 1024 * 1024,
+            introspect_jwts: false,
+            max_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// Fetching a provider's keys over HTTP through an Envoy cluster.

@@ -13,12 +13,14 @@ pub enum DenyReason {
     Issuer,
     Audience,
     Forbidden,
+    /// Introspection says the token is not active.
+    Inactive,
     /// Not the client's fault: keys or the introspection endpoint cannot be reached (503).
     Unavailable,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 9] = [
+    pub const ALL: [DenyReason; 10] = [
         DenyReason::Missing,
         DenyReason::Malformed,
         DenyReason::Signature,
@@ -27,6 +29,7 @@ impl DenyReason {
         DenyReason::Issuer,
         DenyReason::Audience,
         DenyReason::Forbidden,
+        DenyReason::Inactive,
         DenyReason::Unavailable,
     ];
 
@@ -40,6 +43,7 @@ impl DenyReason {
             DenyReason::Issuer => "issuer",
             DenyReason::Audience => "audience",
             DenyReason::Forbidden => "forbidden",
+            DenyReason::Inactive => "inactive",
             DenyReason::Unavailable => "unavailable",
         }
     }
@@ -191,7 +195,10 @@ pub struct Decision {
     pub upstream_headers: Vec<(String, String)>,
     /// A header to remove before the upstream (the one that carried the token).
     pub remove_header: Option<String>,
+    /// The verified-JWT cache.
     pub cache: CacheUse,
+    /// The introspection cache.
+    pub introspection_cache: CacheUse,
     /// Name of the rule that decided.
     pub rule: String,
     /// What happened, for the debug log. Never contains the token.

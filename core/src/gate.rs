@@ -4,6 +4,7 @@
 use crate::cache::BoundedCache;
 use crate::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
 use crate::extract::{self, Extraction, HeaderList, TokenSource};
+use crate::introspection::{token_key, Introspected, IntrospectionError};
 use crate::jwks::KeySet;
 use crate::jwt;
 use crate::policy::{Access, Requirements, RouteKey, RouteRule, Shortfall};
@@ -93,15 +94,42 @@ pub enum WaitReason {
     FirstKeys,
     /// The token names a `kid` the keys lack; a refetch may bring it.
     UnknownKid,
+    /// The token's introspection answer is not cached; a callout will bring it.
+    Introspection,
 }
 
-/// A request to park until the provider's keys change or `deadline` (Unix ms) passes; then
+/// A token to introspect: its cache key (hex SHA-256) and the token itself, which only the
+/// callout body ever carries.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingIntrospection {
+    pub key: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for PendingIntrospection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingIntrospection({})", self.key)
+    }
+}
+
+/// A request to park until what it waits for arrives or `deadline` (Unix ms) passes; then
 /// decide again with waiting disallowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wait {
     pub provider: usize,
     pub reason: WaitReason,
     pub deadline: u64,
+    /// For [`WaitReason::Introspection`].
+    pub introspect: Option<PendingIntrospection>,
+}
+
+/// A cached introspection answer.
+#[derive(Debug)]
+pub enum IntrospectionEntry {
+    Active(Rc<VerifiedToken>),
+    Inactive,
+    /// A recent failure, answered with 503 for a short while rather than called again at once.
+    Failed(IntrospectionError),
 }
 
 /// The engine's answer: a decision now, or wait for keys.
@@ -117,7 +145,12 @@ pub struct Gate {
     cache: BoundedCache<VerifiedToken>,
     /// Per provider; `None` for inline keys.
     views: Vec<Option<KeyView>>,
+    /// Per provider with introspection, keyed by the token's hex SHA-256.
+    introspected: Vec<Option<BoundedCache<IntrospectionEntry>>>,
 }
+
+/// How long a failed introspection is answered from the cache (503) before a new callout.
+const INTROSPECTION_FAILURE_TTL_S: u64 = 2;
 
 impl Gate {
     pub fn new(settings: Settings) -> Gate {
@@ -127,11 +160,71 @@ impl Gate {
             .iter()
             .map(|p| matches!(p.keys, KeySource::Remote(_)).then(KeyView::default))
             .collect();
+        let introspected = settings
+            .providers
+            .iter()
+            .map(|p| {
+                p.introspection.as_ref().map(|i| {
+                    BoundedCache::new(crate::cache::CacheLimits {
+                        max_entries: i.cache_max_entries,
+                        max_bytes: i.cache_max_bytes,
+                    })
+                })
+            })
+            .collect();
         Gate {
             settings,
             cache,
             views,
+            introspected,
         }
+    }
+
+    /// Stores an introspection answer (or failure) for the token with this key.
+    pub fn record_introspection(
+        &mut self,
+        provider: usize,
+        key: &str,
+        answer: Result<Introspected, IntrospectionError>,
+        now_ms: u64,
+    ) {
+        let now = now_ms / 1000;
+        let Some(p) = self.settings.providers.get(provider) else {
+            return;
+        };
+        let Some(settings) = &p.introspection else {
+            return;
+        };
+        let Some(Some(cache)) = self.introspected.get_mut(provider) else {
+            return;
+        };
+        let (entry, size, expires_at) = match answer {
+            Ok(Introspected::Inactive) => (
+                IntrospectionEntry::Inactive,
+                0,
+                now + settings.negative_ttl_s,
+            ),
+            Err(e) => (
+                IntrospectionEntry::Failed(e),
+                64,
+                now + INTROSPECTION_FAILURE_TTL_S,
+            ),
+            Ok(Introspected::Active(members)) => match verified_from_answer(provider, p, members) {
+                Ok((token, size)) => {
+                    let ttl_end = now + settings.cache_ttl_s;
+                    let expires_at = token
+                        .exp
+                        .map_or(ttl_end, |exp| ttl_end.min(exp.saturating_add(1)));
+                    (IntrospectionEntry::Active(Rc::new(token)), size, expires_at)
+                }
+                Err(e) => (
+                    IntrospectionEntry::Failed(e),
+                    64,
+                    now + INTROSPECTION_FAILURE_TTL_S,
+                ),
+            },
+        };
+        cache.insert(key, entry, size, expires_at);
     }
 
     pub fn settings(&self) -> &Settings {
@@ -177,6 +270,7 @@ impl Gate {
             upstream_headers: Vec::new(),
             remove_header: None,
             cache: CacheUse::NotUsed,
+            introspection_cache: CacheUse::NotUsed,
             rule: rule.to_owned(),
             detail: String::new(),
         }
@@ -203,6 +297,7 @@ impl Gate {
             upstream_headers: Vec::new(),
             remove_header: None,
             cache: CacheUse::NotUsed,
+            introspection_cache: CacheUse::NotUsed,
             rule: rule.name.clone(),
             detail: String::new(),
         };
@@ -263,24 +358,42 @@ impl Gate {
             settings,
             &self.views,
             &mut self.cache,
+            &mut self.introspected,
             &token,
             rule,
             now_ms,
             may_wait,
         );
+        // For an opaque token the cache that answered is the introspection cache.
+        let opaque = !jwt::looks_like_jwt(&token);
+        let note_cache = |decision: &mut Decision, cache: CacheUse| {
+            if opaque {
+                decision.introspection_cache = cache;
+            } else {
+                decision.cache = cache;
+            }
+        };
         let verified = match checked {
             Authentication::Verified(verified, cache) => {
-                decision.cache = cache;
+                note_cache(&mut decision, cache);
+                let jwt_introspected = settings.providers[verified.provider]
+                    .introspection
+                    .as_ref()
+                    .is_some_and(|i| i.introspect_jwts);
+                if !opaque && jwt_introspected {
+                    decision.introspection_cache = CacheUse::Hit;
+                }
                 verified
             }
             Authentication::Wait(wait) => return Verdict::Wait(wait),
             Authentication::Failed(error, cache) => {
-                decision.cache = cache;
+                note_cache(&mut decision, cache);
                 let why = error.to_string();
                 let denial = match &error {
                     TokenError::KeysUnavailable { retry_after_s, .. } => {
                         Denial::unavailable(&why, *retry_after_s)
                     }
+                    TokenError::IntrospectionUnavailable { .. } => Denial::unavailable(&why, 1),
                     _ => Denial::invalid_token(realm, &why),
                 };
                 return Verdict::Decided(finish_denied(
@@ -345,10 +458,12 @@ enum Authentication {
 }
 
 /// Verifies `token` for the providers `rule` accepts, through the cache.
+#[allow(clippy::too_many_arguments)]
 fn authenticate(
     settings: &Settings,
     views: &[Option<KeyView>],
     cache: &mut BoundedCache<VerifiedToken>,
+    introspected: &mut [Option<BoundedCache<IntrospectionEntry>>],
     token: &str,
     rule: &RouteRule,
     now_ms: u64,
@@ -371,7 +486,15 @@ fn authenticate(
         if allowed(hit.provider) {
             let skew = settings.providers[hit.provider].clock_skew;
             return match verify::check_time(hit.exp, hit.nbf, now, skew) {
-                Ok(()) => Authentication::Verified(hit, CacheUse::Hit),
+                Ok(()) => also_introspect(
+                    settings,
+                    introspected,
+                    hit,
+                    token,
+                    CacheUse::Hit,
+                    now_ms,
+                    may_wait,
+                ),
                 Err(error) => {
                     cache.remove(token);
                     Authentication::Failed(error, CacheUse::Hit)
@@ -380,6 +503,16 @@ fn authenticate(
         }
     }
 
+    if !jwt::looks_like_jwt(token) {
+        if let Some(index) = settings
+            .providers
+            .iter()
+            .enumerate()
+            .position(|(i, p)| allowed(i) && p.introspection.is_some())
+        {
+            return introspect(settings, introspected, index, token, None, now_ms, may_wait);
+        }
+    }
     let jwt = match jwt::parse(token) {
         Ok(jwt) => jwt,
         Err(m) => return Authentication::Failed(m.into(), CacheUse::Miss),
@@ -411,6 +544,7 @@ fn authenticate(
                             provider: index,
                             reason: WaitReason::FirstKeys,
                             deadline,
+                            introspect: None,
                         });
                     }
                     first_error.get_or_insert(TokenError::KeysUnavailable {
@@ -421,7 +555,10 @@ fn authenticate(
                     continue;
                 }
             },
-            (KeySource::Remote(_), None) => continue,
+            (KeySource::Remote(_), None) | (KeySource::None, _) => {
+                first_error.get_or_insert(TokenError::NoKeyForAlg(jwt.alg));
+                continue;
+            }
         };
         match verify::verify_signature(&jwt, keys, provider.algorithms) {
             Ok(()) => {}
@@ -433,6 +570,7 @@ fn authenticate(
                             provider: index,
                             reason: WaitReason::UnknownKid,
                             deadline,
+                            introspect: None,
                         });
                     }
                 }
@@ -460,19 +598,153 @@ fn authenticate(
             claims: jwt.claims.all,
             principal,
         };
-        return Authentication::Verified(
-            cache.insert(token, verified, size, expires_at),
+        let verified = cache.insert(token, verified, size, expires_at);
+        return also_introspect(
+            settings,
+            introspected,
+            verified,
+            token,
             CacheUse::Miss,
+            now_ms,
+            may_wait,
         );
     }
     let error = first_error.unwrap_or_else(|| TokenError::UnknownIssuer(iss.map(str::to_owned)));
     Authentication::Failed(error, CacheUse::Miss)
 }
 
+/// A verified JWT of a provider with `introspect_jwts` is also checked against the
+/// introspection answer (revocation before `exp`).
+fn also_introspect(
+    settings: &Settings,
+    introspected: &mut [Option<BoundedCache<IntrospectionEntry>>],
+    verified: Rc<VerifiedToken>,
+    token: &str,
+    cache_use: CacheUse,
+    now_ms: u64,
+    may_wait: bool,
+) -> Authentication {
+    let provider = verified.provider;
+    let wanted = settings.providers[provider]
+        .introspection
+        .as_ref()
+        .is_some_and(|i| i.introspect_jwts);
+    if !wanted {
+        return Authentication::Verified(verified, cache_use);
+    }
+    match introspect(
+        settings,
+        introspected,
+        provider,
+        token,
+        Some(verified),
+        now_ms,
+        may_wait,
+    ) {
+        Authentication::Verified(v, _) => Authentication::Verified(v, cache_use),
+        other => other,
+    }
+}
+
+/// The introspection answer for `token` from the cache, or a wait for the callout. With
+/// `jwt`, an active answer confirms that verified JWT instead of replacing its claims.
+fn introspect(
+    settings: &Settings,
+    introspected: &mut [Option<BoundedCache<IntrospectionEntry>>],
+    provider: usize,
+    token: &str,
+    jwt: Option<Rc<VerifiedToken>>,
+    now_ms: u64,
+    may_wait: bool,
+) -> Authentication {
+    let now = now_ms / 1000;
+    let p = &settings.providers[provider];
+    let (Some(Some(cache)), Some(config)) = (introspected.get_mut(provider), &p.introspection)
+    else {
+        return Authentication::Failed(
+            TokenError::NoKeyForAlg(crate::alg::Alg::Rs256),
+            CacheUse::NotUsed,
+        );
+    };
+    let key = token_key(token);
+    match cache.get(&key, now).as_deref() {
+        Some(IntrospectionEntry::Active(answer)) => {
+            let answer = jwt.unwrap_or_else(|| Rc::clone(answer));
+            match verify::check_time(answer.exp, answer.nbf, now, p.clock_skew) {
+                Ok(()) => Authentication::Verified(answer, CacheUse::Hit),
+                Err(e) => Authentication::Failed(e, CacheUse::Hit),
+            }
+        }
+        Some(IntrospectionEntry::Inactive) => {
+            Authentication::Failed(TokenError::Inactive, CacheUse::Hit)
+        }
+        Some(IntrospectionEntry::Failed(e)) => {
+            Authentication::Failed(introspection_unavailable(p, e), CacheUse::Hit)
+        }
+        None if may_wait => Authentication::Wait(Wait {
+            provider,
+            reason: WaitReason::Introspection,
+            deadline: now_ms + config.timeout_ms + 1000,
+            introspect: Some(PendingIntrospection {
+                key,
+                token: token.to_owned(),
+            }),
+        }),
+        None => Authentication::Failed(
+            introspection_unavailable(p, &IntrospectionError::NotSent("no answer in time".into())),
+            CacheUse::Miss,
+        ),
+    }
+}
+
+fn introspection_unavailable(p: &crate::settings::Provider, e: &IntrospectionError) -> TokenError {
+    TokenError::IntrospectionUnavailable {
+        provider: p.name.clone(),
+        detail: e.to_string(),
+    }
+}
+
+/// A [`VerifiedToken`] from an active introspection answer, checked like a JWT's claims
+/// (issuer, time); audience and requirements are checked per route as for JWTs.
+fn verified_from_answer(
+    index: usize,
+    provider: &crate::settings::Provider,
+    members: Map<String, Value>,
+) -> Result<(VerifiedToken, usize), IntrospectionError> {
+    let size = members
+        .iter()
+        .map(|(k, v)| k.len() + v.to_string().len() + 16)
+        .sum::<usize>();
+    let claims =
+        jwt::typed_claims(members).map_err(|m| IntrospectionError::Malformed(m.to_string()))?;
+    if let (Some(expected), Some(found)) = (&provider.issuer, &claims.iss) {
+        if expected != found {
+            return Err(IntrospectionError::Malformed(format!(
+                "names issuer {:?}, not {:?}",
+                found, expected
+            )));
+        }
+    }
+    let principal = Principal::from_claims(&claims.all, &provider.claims);
+    let size = 2 * size + principal.heap_size();
+    Ok((
+        VerifiedToken {
+            provider: index,
+            kid: None,
+            exp: claims.exp,
+            nbf: claims.nbf,
+            aud: claims.aud,
+            claims: claims.all,
+            principal,
+        },
+        size,
+    ))
+}
+
 fn remote_of(provider: &crate::settings::Provider) -> Option<&crate::remote::RemoteJwks> {
     match &provider.keys {
         KeySource::Remote(r) => Some(r),
-        KeySource::Inline(_) => None,
+        KeySource::Inline(_) | KeySource::None => None,
     }
 }
 
@@ -484,6 +756,7 @@ fn reason_of(kind: FailureKind) -> DenyReason {
         FailureKind::NotYetValid => DenyReason::NotYetValid,
         FailureKind::Issuer => DenyReason::Issuer,
         FailureKind::Audience => DenyReason::Audience,
+        FailureKind::Inactive => DenyReason::Inactive,
         FailureKind::Unavailable => DenyReason::Unavailable,
     }
 }

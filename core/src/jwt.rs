@@ -191,7 +191,8 @@ fn claim_type(member: &'static str, expected: &'static str) -> Malformed {
     }
 }
 
-fn typed_claims(all: Map<String, Value>) -> Result<Claims, Malformed> {
+/// Types the registered claims of a JSON object (a JWT payload or an introspection answer).
+pub fn typed_claims(all: Map<String, Value>) -> Result<Claims, Malformed> {
     let string = |name: &'static str| -> Result<Option<String>, Malformed> {
         match all.get(name) {
             None => Ok(None),

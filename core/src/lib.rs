@@ -12,6 +12,7 @@ pub mod config;
 pub mod decision;
 pub mod extract;
 pub mod gate;
+pub mod introspection;
 pub mod json;
 pub mod jwks;
 pub mod jwt;

@@ -8,6 +8,7 @@ use crate::config::{
     RuleConfig,
 };
 use crate::extract::TokenSource;
+use crate::introspection::{self, ClientAuth, IntrospectionSettings, Secret};
 use crate::jwks::{self, KeyPolicy, KeySet};
 use crate::policy::{
     Access, ClaimRequirement, ClaimTest, HostMatch, NameRequirement, OrgSource, PathMatch,
@@ -28,6 +29,8 @@ pub const DEFAULT_DRY_RUN_HEADER: &str = "x-tokengate-dry-run";
 pub enum KeySource {
     Inline(Rc<KeySet>),
     Remote(Box<RemoteJwks>),
+    /// No keys: the provider only introspects opaque tokens.
+    None,
 }
 
 /// One identity provider, ready to verify tokens.
@@ -42,6 +45,7 @@ pub struct Provider {
     pub key_policy: KeyPolicy,
     pub clock_skew: u64,
     pub claims: ClaimSources,
+    pub introspection: Option<IntrospectionSettings>,
 }
 
 impl Provider {
@@ -96,24 +100,32 @@ pub struct Settings {
 
 /// Parses and compiles configuration text. Warnings (skipped keys, risky choices) are
 /// returned for the host to log.
+/// Looks up a VM environment variable (secrets are passed that way, not in the config).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// No environment (tools and tests that need none).
+pub fn no_env(_: &str) -> Option<String> {
+    None
+}
+
 pub fn compile_str(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
-    compile(config::parse(text)?)
+    compile(config::parse(text)?, &no_env)
 }
 
 /// Compiles the plugin configuration as the host delivers it: JSON text (Istio, or Envoy with
 /// a `StringValue`), or a serialized `google.protobuf.Struct` (Envoy with a `Struct`).
-pub fn compile_bytes(bytes: &[u8]) -> Result<(Settings, Vec<String>), ConfigError> {
+pub fn compile_bytes(bytes: &[u8], env: Env<'_>) -> Result<(Settings, Vec<String>), ConfigError> {
     let as_struct = || crate::pbstruct::decode_struct(bytes).map(config::from_value);
     match std::str::from_utf8(bytes) {
         Ok(text) => match config::parse(text) {
-            Ok(config) => compile(config),
+            Ok(config) => compile(config, env),
             Err(json_error) => match as_struct() {
-                Some(Ok(config)) => compile(config),
+                Some(Ok(config)) => compile(config, env),
                 _ => Err(json_error),
             },
         },
         Err(_) => match as_struct() {
-            Some(config) => compile(config?),
+            Some(config) => compile(config?, env),
             None => Err(ConfigError::Syntax {
                 field: "(top level)".into(),
                 message: "the configuration is neither JSON text nor a google.protobuf.Struct"
@@ -123,7 +135,7 @@ pub fn compile_bytes(bytes: &[u8]) -> Result<(Settings, Vec<String>), ConfigErro
     }
 }
 
-pub fn compile(config: FilterConfig) -> Result<(Settings, Vec<String>), ConfigError> {
+pub fn compile(config: FilterConfig, env: Env<'_>) -> Result<(Settings, Vec<String>), ConfigError> {
     let mut warnings = Vec::new();
     if config.providers.is_empty() {
         return Err(ConfigError::invalid(
@@ -133,7 +145,7 @@ pub fn compile(config: FilterConfig) -> Result<(Settings, Vec<String>), ConfigEr
     }
     let mut providers = Vec::with_capacity(config.providers.len());
     for (name, provider) in &config.providers {
-        providers.push(compile_provider(name, provider, &mut warnings)?);
+        providers.push(compile_provider(name, provider, env, &mut warnings)?);
     }
     let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
 
@@ -244,13 +256,18 @@ pub fn compile(config: FilterConfig) -> Result<(Settings, Vec<String>), ConfigEr
 fn compile_provider(
     name: &str,
     cfg: &ProviderConfig,
+    env: Env<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Provider, ConfigError> {
     let field = |f: &str| format!("providers.{}.{}", name, f);
-    if name.is_empty() {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(ConfigError::invalid(
-            "providers",
-            "a provider name must not be empty",
+            format!("providers.{}", name),
+            "a provider name must be letters, digits, - and _ (it names metrics)",
         ));
     }
     if let Some(iss) = &cfg.issuer {
@@ -298,10 +315,22 @@ fn compile_provider(
                 "give either inline jwks or remote_jwks, not both",
             ));
         }
+        (None, None) if cfg.introspection.is_some() => {
+            let policy = KeyPolicy {
+                allowed: AlgSet::asymmetric(),
+                allow_hmac: false,
+                min_rsa_bits,
+            };
+            (
+                KeySource::None,
+                explicit_algs.unwrap_or_else(AlgSet::asymmetric),
+                policy,
+            )
+        }
         (None, None) => {
             return Err(ConfigError::invalid(
                 field("jwks"),
-                "the provider needs keys: give an inline JWK Set (jwks) or remote_jwks",
+                "the provider needs keys: give an inline JWK Set (jwks) or remote_jwks (or introspection, for opaque tokens only)",
             ));
         }
         (Some(jwks_value), None) => {
@@ -365,6 +394,12 @@ fn compile_provider(
         }
     };
 
+    let introspection = cfg
+        .introspection
+        .as_ref()
+        .map(|i| compile_introspection(&field("introspection"), i, cfg, env))
+        .transpose()?;
+
     let mut audiences = cfg.audiences.clone();
     if audiences.is_empty() {
         if let Some(z) = &cfg.zitadel {
@@ -415,6 +450,123 @@ fn compile_provider(
         key_policy,
         clock_skew: cfg.clock_skew_seconds,
         claims,
+        introspection,
+    })
+}
+
+fn compile_introspection(
+    field: &str,
+    cfg: &config::IntrospectionConfig,
+    provider: &ProviderConfig,
+    env: Env<'_>,
+) -> Result<IntrospectionSettings, ConfigError> {
+    let sub = |f: &str| format!("{}.{}", field, f);
+    let from_env = |f: &str, var: &str| -> Result<String, ConfigError> {
+        match env(var) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(ConfigError::invalid(
+                sub(f),
+                format!("environment variable {} is not set in the VM (Envoy: vm_config.environment_variables; Istio: vmConfig.env)", var),
+            )),
+        }
+    };
+    let either = |f: &str,
+                  inline: &Option<String>,
+                  var: &Option<String>|
+     -> Result<Option<String>, ConfigError> {
+        match (inline, var) {
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                sub(f),
+                format!("give {} or {}_env, not both", f, f),
+            )),
+            (Some(v), None) => Ok(Some(v.clone())),
+            (None, Some(var)) => from_env(&format!("{}_env", f), var).map(Some),
+            (None, None) => Ok(None),
+        }
+    };
+    let remote = provider.remote_jwks.as_ref();
+    let endpoint = cfg
+        .endpoint
+        .as_deref()
+        .map(Url::parse)
+        .transpose()
+        .map_err(|e| ConfigError::invalid(sub("endpoint"), e))?;
+    if endpoint.is_none() && remote.is_none_or(|r| r.uri.is_some()) {
+        return Err(ConfigError::invalid(
+            sub("endpoint"),
+            "give the introspection endpoint, or let discovery find it (remote_jwks without uri)",
+        ));
+    }
+    let cluster = cfg
+        .cluster
+        .clone()
+        .or_else(|| remote.map(|r| r.cluster.clone()))
+        .filter(|c| !c.is_empty());
+    let Some(cluster) = cluster else {
+        return Err(ConfigError::invalid(
+            sub("cluster"),
+            "give the Envoy cluster that reaches the introspection endpoint",
+        ));
+    };
+    let secret = either("client_secret", &cfg.client_secret, &cfg.client_secret_env)?;
+    let key_file = match (&cfg.key_file, &cfg.key_file_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                sub("key_file"),
+                "give key_file or key_file_env, not both",
+            ))
+        }
+        (Some(Value::String(text)), None) => Some(text.clone()),
+        (Some(object), None) => Some(object.to_string()),
+        (None, Some(var)) => Some(from_env("key_file_env", var)?),
+        (None, None) => None,
+    };
+    let auth = match (secret, key_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(field, "give a client secret (client_secret_basic) or a key file (private_key_jwt), not both"))
+        }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                field,
+                "the introspection client needs credentials: client_id with client_secret(_env), or key_file(_env)",
+            ))
+        }
+        (Some(secret), None) => {
+            let client_id = either("client_id", &cfg.client_id, &cfg.client_id_env)?
+                .ok_or_else(|| ConfigError::invalid(sub("client_id"), "client_secret_basic needs the client id"))?;
+            ClientAuth::Basic { client_id, secret: Secret::new(secret) }
+        }
+        (None, Some(text)) => {
+            let (client_id, key_id, key) =
+                introspection::parse_key_file(&text).map_err(|e| ConfigError::invalid(sub("key_file"), format!("the key file {}", e)))?;
+            let Some(audience) = provider.issuer.clone() else {
+                return Err(ConfigError::invalid(sub("key_file"), "private_key_jwt needs the provider's issuer (the assertion's audience)"));
+            };
+            let key = key.with_key_id(&key_id);
+            ClientAuth::PrivateKeyJwt { client_id, key_id, key: Rc::new(key), audience }
+        }
+    };
+    if cfg.timeout_ms == 0 || cfg.max_bytes < 256 {
+        return Err(ConfigError::invalid(
+            field,
+            "timeout_ms must be positive and max_bytes at least 256",
+        ));
+    }
+    Ok(IntrospectionSettings {
+        endpoint,
+        cluster,
+        authority: cfg
+            .authority
+            .clone()
+            .or_else(|| remote.and_then(|r| r.authority.clone())),
+        timeout_ms: cfg.timeout_ms,
+        auth,
+        cache_ttl_s: cfg.cache_ttl_seconds,
+        negative_ttl_s: cfg.negative_cache_ttl_seconds,
+        cache_max_entries: cfg.cache_max_entries,
+        cache_max_bytes: cfg.cache_max_bytes,
+        introspect_jwts: cfg.introspect_jwts,
+        max_bytes: cfg.max_bytes,
     })
 }
 

@@ -36,6 +36,13 @@ pub enum TokenError {
         retry_after_s: u64,
         detail: Option<String>,
     },
+    /// Introspection says the token is not active (revoked, expired, unknown, foreign).
+    Inactive,
+    /// The introspection endpoint could not answer (503).
+    IntrospectionUnavailable {
+        provider: String,
+        detail: String,
+    },
 }
 
 /// The counter label of a failed check (`tokengate.denied.<reason>`).
@@ -47,6 +54,7 @@ pub enum FailureKind {
     NotYetValid,
     Issuer,
     Audience,
+    Inactive,
     Unavailable,
 }
 
@@ -59,6 +67,7 @@ impl FailureKind {
             FailureKind::NotYetValid => "not_yet_valid",
             FailureKind::Issuer => "issuer",
             FailureKind::Audience => "audience",
+            FailureKind::Inactive => "inactive",
             FailureKind::Unavailable => "unavailable",
         }
     }
@@ -76,7 +85,10 @@ impl TokenError {
             TokenError::NotYetValid => FailureKind::NotYetValid,
             TokenError::UnknownIssuer(_) => FailureKind::Issuer,
             TokenError::AudienceNotAllowed => FailureKind::Audience,
-            TokenError::KeysUnavailable { .. } => FailureKind::Unavailable,
+            TokenError::KeysUnavailable { .. } | TokenError::IntrospectionUnavailable { .. } => {
+                FailureKind::Unavailable
+            }
+            TokenError::Inactive => FailureKind::Inactive,
         }
     }
 }
@@ -103,6 +115,15 @@ impl fmt::Display for TokenError {
             TokenError::AudienceNotAllowed => {
                 write!(f, "the token's audience (aud) is not accepted here")
             }
+            TokenError::Inactive => write!(
+                f,
+                "the token is not active (revoked, expired or unknown to the provider)"
+            ),
+            TokenError::IntrospectionUnavailable { provider, detail } => write!(
+                f,
+                "the token of provider {} cannot be introspected now: {}",
+                provider, detail
+            ),
             TokenError::KeysUnavailable {
                 provider, detail, ..
             } => {

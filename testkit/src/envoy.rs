@@ -52,6 +52,8 @@ pub struct EnvoyOptions {
     pub as_struct: bool,
     /// Extra static clusters (name, loopback port), e.g. the dev IdP for callouts.
     pub clusters: Vec<(String, u16)>,
+    /// Environment variables of the wasm VM (`vm_config.environment_variables`).
+    pub env: Vec<(String, String)>,
 }
 
 impl EnvoyOptions {
@@ -67,7 +69,14 @@ impl EnvoyOptions {
             log_levels: "wasm:debug".into(),
             as_struct: false,
             clusters: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of the wasm VM.
+    pub fn vm_env(mut self, name: &str, value: &str) -> EnvoyOptions {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Adds a static cluster to 127.0.0.1:port.
@@ -155,6 +164,17 @@ impl Envoy {
             configuration,
             &wasm_module(),
         );
+        if !options.env.is_empty() {
+            let vars: serde_json::Map<String, Value> = options
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            let filter = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]
+                ["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"]
+                ["vm_config"];
+            filter["environment_variables"] = json!({ "key_values": vars });
+        }
         for (name, cluster_port) in &options.clusters {
             bootstrap["static_resources"]["clusters"]
                 .as_array_mut()

@@ -57,6 +57,7 @@ pub fn send_raw(port: u16, request: &[u8]) -> Response {
 /// As [`send_raw`], with I/O errors returned instead of panicking.
 pub fn try_send_raw(port: u16, request: &[u8]) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.write_all(request)?;
     let mut raw = Vec::new();
