@@ -42,9 +42,9 @@ envoy-path: $(ENVOY_STAMP)
 test: build $(ENVOY_STAMP)
 	$(MAKE) --no-print-directory unit e2e conformance validate
 
-# Native tests of everything but the filter module: the core, the dev IdP, the test kit.
-unit:
-	$(CARGO) test --workspace --exclude tokengate
+# Native tests of everything but the filter module: the core, the CLI, the dev IdP, the test kit.
+unit: $(ENVOY_STAMP)
+	TOKENGATE_ENVOY=$(ENVOY_BIN) $(CARGO) test --workspace --exclude tokengate
 
 e2e: $(ENVOY_STAMP)
 	TOKENGATE_ENVOY=$(ENVOY_BIN) $(CARGO) test -p tokengate --test '*' -- --skip conformance

@@ -10,6 +10,7 @@ pub mod b64;
 pub mod cache;
 pub mod config;
 pub mod decision;
+pub mod explain;
 pub mod extract;
 pub mod gate;
 pub mod introspection;
