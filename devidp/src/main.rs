@@ -1,6 +1,7 @@
-//! `devidp`: run the dev IdP, or make a ZITADEL application key file.
+//! `devidp`: run the dev IdP or an echo upstream, or make a ZITADEL application key file.
 //!
 //!   devidp serve --config FILE [--listen 127.0.0.1:9000]
+//!   devidp echo [--listen 127.0.0.1:9100]     answers 200 with the request's method, path and headers
 //!   devidp keyfile --client-id ID --out FILE
 
 use devidp::{IdpConfig, RunningIdp};
@@ -18,7 +19,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(&args),
         Some("keyfile") => keyfile(&args),
-        _ => Err("usage: devidp serve --config FILE [--listen 127.0.0.1:9000] | devidp keyfile --client-id ID --out FILE".into()),
+        Some("echo") => echo(&args),
+        _ => Err("usage: devidp serve --config FILE [--listen 127.0.0.1:9000] | devidp echo [--listen 127.0.0.1:9100] | devidp keyfile --client-id ID --out FILE".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,6 +48,40 @@ fn serve(args: &[String]) -> Result<(), String> {
         idp.issuer(),
         idp.port()
     );
+    loop {
+        std::thread::park();
+    }
+}
+
+fn loopback(listen: &str) -> Result<(), String> {
+    if listen.starts_with("127.") || listen.starts_with("localhost:") || listen.starts_with("[::1]")
+    {
+        Ok(())
+    } else {
+        Err("the dev tools listen on loopback only".into())
+    }
+}
+
+fn echo(args: &[String]) -> Result<(), String> {
+    use devidp::httpd::{Handler, Reply, Request, Response, Server};
+    let listen = arg(args, "--listen").unwrap_or_else(|| "127.0.0.1:9100".into());
+    loopback(&listen)?;
+    let handler: Handler = std::sync::Arc::new(|req: &Request| {
+        let path = if req.query.is_empty() {
+            req.path.clone()
+        } else {
+            format!("{}?{}", req.path, req.query)
+        };
+        let headers: Vec<_> = req
+            .headers
+            .iter()
+            .map(|(k, v)| serde_json::json!([k, v]))
+            .collect();
+        let body = serde_json::json!({"method": req.method, "path": path, "headers": headers});
+        Reply::Respond(Response::json(200, &body).with_header("x-echo-upstream", "1"))
+    });
+    let server = Server::start(&listen, handler).map_err(|e| format!("{}: {}", listen, e))?;
+    println!("echo upstream on 127.0.0.1:{}", server.port());
     loop {
         std::thread::park();
     }
