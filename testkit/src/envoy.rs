@@ -54,6 +54,9 @@ pub struct EnvoyOptions {
     pub clusters: Vec<(String, u16)>,
     /// Environment variables of the wasm VM (`vm_config.environment_variables`).
     pub env: Vec<(String, String)>,
+    /// Deliver the filter as Istio does: by extension config discovery (ECDS) from this file,
+    /// written with [`write_ecds`]; `plugin_config` is then unused.
+    pub ecds: Option<PathBuf>,
 }
 
 impl EnvoyOptions {
@@ -70,6 +73,7 @@ impl EnvoyOptions {
             as_struct: false,
             clusters: Vec::new(),
             env: Vec::new(),
+            ecds: None,
         }
     }
 
@@ -118,7 +122,19 @@ impl Envoy {
     pub fn start_with(options: EnvoyOptions) -> Envoy {
         match Envoy::try_start(options) {
             Ok(envoy) => envoy,
-            Err(f) => panic!("Envoy did not start ({:?}):\n{}", f.exit, tail(&f.log, 60)),
+            Err(f) => {
+                let problems: Vec<&str> = f
+                    .log
+                    .lines()
+                    .filter(|l| l.contains("][critical][") || l.contains("][error]["))
+                    .collect();
+                panic!(
+                    "Envoy did not start ({:?}):\n{}\n...\n{}",
+                    f.exit,
+                    problems.join("\n"),
+                    tail(&f.log, 20)
+                )
+            }
         }
     }
 
@@ -164,6 +180,16 @@ impl Envoy {
             configuration,
             &wasm_module(),
         );
+        if let Some(path) = &options.ecds {
+            bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["http_filters"][0] = json!({
+                "name": "tokengate",
+                "config_discovery": {
+                    "config_source": {"path_config_source": {"path": path.display().to_string()}, "resource_api_version": "V3"},
+                    "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+                }
+            });
+        }
         if !options.env.is_empty() {
             let vars: serde_json::Map<String, Value> = options
                 .env
@@ -336,6 +362,7 @@ pub fn bootstrap(
     wasm: &Path,
 ) -> Value {
     json!({
+        "node": {"id": "tokengate-test", "cluster": "tokengate-test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{
@@ -368,6 +395,35 @@ pub fn bootstrap(
             }]
         }
     })
+}
+
+/// Writes an ECDS resource file for the filter the way istiod delivers a WasmPlugin: the
+/// pluginConfig JSON as the configuration string, an empty `vm_id`. The file is replaced
+/// atomically (rename), which is what Envoy's file watch picks up.
+pub fn write_ecds(path: &Path, plugin_config: &str) {
+    let resource = json!({
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": "tokengate",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "orders.tokengate",
+                    "root_id": "tokengate",
+                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config},
+                    "vm_config": {
+                        "vm_id": "",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": wasm_module().display().to_string()}}
+                    },
+                    "failure_policy": "FAIL_CLOSED"
+                }
+            }
+        }]
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&resource).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A plain-HTTP cluster to one loopback port.
