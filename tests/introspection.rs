@@ -25,7 +25,17 @@ fn start_idp() -> Setup {
     let dir = tokengate_testkit::repo_root().join("target/e2e");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("key-{}-{}.json", std::process::id(), rand_suffix()));
-    let key_file = devidp::idp::new_key_file("tokengate-jwt", KEY_ID).to_string();
+    let key_file_json = devidp::idp::new_key_file("tokengate-jwt", KEY_ID);
+    for line in key_file_json["key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+    {
+        tokengate_testkit::leaks::register_secret(line);
+    }
+    tokengate_testkit::leaks::register_secret(SECRET);
+    let key_file = key_file_json.to_string();
     std::fs::write(&path, &key_file).unwrap();
     let clients: Vec<ClientConfig> = serde_json::from_value(json!([
         {"client_id": "opaque-admin", "client_secret": "a", "token_type": "opaque",
@@ -261,6 +271,7 @@ fn private_key_jwt_with_the_key_file_from_the_vm_environment() {
 fn wrong_client_credentials_give_503_and_a_misconfiguration_log_without_secrets() {
     let setup = start_idp();
     let wrong = "not-the-secret-5d1e";
+    tokengate_testkit::leaks::register_secret(wrong);
     let envoy = start_envoy(&setup, json!({}), wrong);
     let t = token(&setup, "opaque-admin");
     unavailable(&envoy.get_with_token("/", &t));

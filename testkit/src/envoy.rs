@@ -69,7 +69,7 @@ impl EnvoyOptions {
         EnvoyOptions {
             plugin_config: plugin_config.to_owned(),
             concurrency: 1,
-            log_levels: "wasm:debug".into(),
+            log_levels: "wasm:trace".into(),
             as_struct: false,
             clusters: Vec::new(),
             env: Vec::new(),
@@ -214,6 +214,7 @@ impl Envoy {
         )
         .unwrap();
         let log_path = dir.join("envoy.log");
+        crate::leaks::watch(log_path.clone());
         let mut cmd = Command::new(envoy_binary());
         cmd.arg("--config-path")
             .arg(&config_path)
@@ -323,9 +324,14 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            return;
         }
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        if let Err(leak) = crate::leaks::check(&log) {
+            panic!("{} (log kept in {})", leak, self.dir.display());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

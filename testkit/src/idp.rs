@@ -37,7 +37,10 @@ pub fn start_down() -> RunningIdp {
     RunningIdp::start_down(config(default_clients(), 300), port).unwrap()
 }
 
-/// A token for `client` from the IdP (as its token endpoint would issue it).
+/// A token for `client` from the IdP (as its token endpoint would issue it). Opaque tokens are
+/// registered as secrets that no log may show.
 pub fn token(idp: &RunningIdp, client: &str) -> String {
-    idp.idp().mint(client, &json!({}), None).unwrap()
+    let token = idp.idp().mint(client, &json!({}), None).unwrap();
+    crate::leaks::register_secret(&token);
+    token
 }

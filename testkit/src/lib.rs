@@ -8,6 +8,7 @@ pub mod envoy;
 pub mod expect;
 pub mod http;
 pub mod idp;
+pub mod leaks;
 pub mod mint;
 pub mod process;
 pub mod upstream;
