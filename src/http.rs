@@ -31,7 +31,9 @@ impl Drop for RequestFilter {
         // A request that ends while parked (client gone) must not be resumed later.
         if let Some(shared) = &self.shared {
             if let Ok(mut parked) = shared.parked.try_borrow_mut() {
+                let before = parked.len();
                 parked.retain(|p| p.context_id != self.context_id);
+                shared.metrics.waiting(parked.len() as i64 - before as i64);
             }
         }
     }
@@ -109,6 +111,7 @@ impl HttpContext for RequestFilter {
         }
         let version = shared.key_version(wait.provider);
         let waited = vec![wait.reason];
+        shared.metrics.waiting(1);
         shared.parked.borrow_mut().push(Parked {
             context_id: self.context_id,
             headers,

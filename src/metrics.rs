@@ -15,6 +15,25 @@ pub struct Metrics {
     cache_misses: Option<u32>,
     introspection_hits: Option<u32>,
     introspection_misses: Option<u32>,
+    /// Gauges, summed over the workers: each VM adds what changed since it last reported.
+    waiting: Option<u32>,
+    sizes: [(Option<u32>, std::cell::Cell<i64>); 4],
+}
+
+fn gauge(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Gauge, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log::warn!("tokengate: cannot define metric {}: {:?}", name, status);
+            None
+        }
+    }
+}
+
+fn add(id: Option<u32>, delta: i64) {
+    if let (Some(id), true) = (id, delta != 0) {
+        let _ = hostcalls::increment_metric(id, delta);
+    }
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -55,7 +74,43 @@ impl Metrics {
             cache_misses: counter("tokengate.jwt_cache.misses"),
             introspection_hits: counter("tokengate.introspection.cache_hits"),
             introspection_misses: counter("tokengate.introspection.cache_misses"),
+            waiting: gauge("tokengate.requests_waiting"),
+            sizes: [
+                (
+                    gauge("tokengate.jwt_cache.entries"),
+                    std::cell::Cell::new(0),
+                ),
+                (gauge("tokengate.jwt_cache.bytes"), std::cell::Cell::new(0)),
+                (
+                    gauge("tokengate.introspection.cache_entries"),
+                    std::cell::Cell::new(0),
+                ),
+                (
+                    gauge("tokengate.introspection.cache_bytes"),
+                    std::cell::Cell::new(0),
+                ),
+            ],
         }
+    }
+
+    /// A request starts (+1) or stops (-1) waiting for keys or introspection.
+    pub fn waiting(&self, delta: i64) {
+        add(self.waiting, delta);
+    }
+
+    /// Reports this VM's cache sizes (the gauges hold the sum over all VMs).
+    pub fn cache_sizes(&self, sizes: (usize, usize, usize, usize)) {
+        let now = [sizes.0, sizes.1, sizes.2, sizes.3];
+        for ((id, last), value) in self.sizes.iter().zip(now) {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            add(*id, value - last.get());
+            last.set(value);
+        }
+    }
+
+    /// Takes this VM's share out of the gauges (its configuration is being replaced).
+    pub fn retire(&self) {
+        self.cache_sizes((0, 0, 0, 0));
     }
 
     /// A request waits for an introspection answer that is not cached.

@@ -121,6 +121,7 @@ impl FilterRoot {
             *parked = waiting;
             ready
         };
+        shared.metrics.waiting(-(ready.len() as i64));
         for mut p in ready {
             // A request that waited for keys may next need an introspection answer: it may
             // wait again, but never twice for the same thing.
@@ -299,6 +300,7 @@ impl RootContext for FilterRoot {
         // Requests parked under the previous configuration are decided now, with it.
         if let (Some(old), Some(now)) = (self.shared.take(), now_ms()) {
             self.release_parked(&old, now, true);
+            old.metrics.retire();
         }
         let syncs = ProviderSync::for_settings(&settings);
         let introspections = IntrospectionSync::for_settings(&settings);
@@ -321,10 +323,14 @@ impl RootContext for FilterRoot {
             }
         }
         self.shared = Some(shared);
-        if remote {
-            // Callouts from on_configure are unreliable in Envoy: fetch on the first tick.
-            let _ = hostcalls::set_tick_period(Duration::from_millis(10));
-        }
+        // Callouts from on_configure are unreliable in Envoy: fetch on the first tick. Without
+        // remote keys the tick only reports gauges and follows the log level.
+        let first_tick = if remote {
+            Duration::from_millis(10)
+        } else {
+            IDLE_TICK
+        };
+        let _ = hostcalls::set_tick_period(first_tick);
         true
     }
 
@@ -336,6 +342,9 @@ impl RootContext for FilterRoot {
         self.sync_keys(&shared, now);
         self.dispatch_introspections(&shared, now);
         self.release_parked(&shared, now, false);
+        shared
+            .metrics
+            .cache_sizes(shared.gate.borrow().cache_sizes());
         self.adjust_tick(&shared);
     }
 

@@ -236,6 +236,17 @@ impl Gate {
         self.cache.len()
     }
 
+    /// Sizes of the caches, for gauges: (verified JWTs, their bytes, introspection answers,
+    /// their bytes).
+    pub fn cache_sizes(&self) -> (usize, usize, usize, usize) {
+        let (entries, bytes) = self
+            .introspected
+            .iter()
+            .flatten()
+            .fold((0, 0), |(e, b), c| (e + c.len(), b + c.bytes()));
+        (self.cache.len(), self.cache.bytes(), entries, bytes)
+    }
+
     /// The host's latest view of a remote provider's keys.
     pub fn set_key_view(&mut self, provider: usize, view: KeyView) {
         if let Some(slot) = self.views.get_mut(provider) {

@@ -57,6 +57,8 @@ pub struct EnvoyOptions {
     /// Deliver the filter as Istio does: by extension config discovery (ECDS) from this file,
     /// written with [`write_ecds`]; `plugin_config` is then unused.
     pub ecds: Option<PathBuf>,
+    /// Run with hot restart enabled (for [`Envoy::hot_restart`]).
+    pub hot_restart: bool,
 }
 
 impl EnvoyOptions {
@@ -74,6 +76,7 @@ impl EnvoyOptions {
             clusters: Vec::new(),
             env: Vec::new(),
             ecds: None,
+            hot_restart: false,
         }
     }
 
@@ -100,8 +103,11 @@ pub struct Envoy {
     child: Child,
     pub port: u16,
     pub admin_port: u16,
-    pub upstream: EchoUpstream,
+    pub upstream: std::sync::Arc<EchoUpstream>,
     dir: PathBuf,
+    /// With hot restart: the base id and this process's epoch.
+    hot_restart: Option<(u32, u32)>,
+    options: EnvoyOptions,
 }
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
@@ -156,9 +162,38 @@ impl Envoy {
     }
 
     fn start_once(options: &EnvoyOptions) -> Result<Envoy, StartFailure> {
-        let upstream = EchoUpstream::start();
-        let port = free_port();
-        let admin_port = free_port();
+        let upstream = std::sync::Arc::new(EchoUpstream::start());
+        let hot = options.hot_restart.then(|| (free_port() as u32, 0));
+        Envoy::launch(options, upstream, free_port(), free_port(), hot)
+    }
+
+    /// Starts the next epoch of a hot-restartable Envoy: a new process with the same
+    /// configuration takes over the listeners; this one drains and exits by itself.
+    pub fn hot_restart(&self) -> Envoy {
+        let (base, epoch) = self.hot_restart.expect("started without hot_restart");
+        let next = Envoy::launch(
+            &self.options,
+            std::sync::Arc::clone(&self.upstream),
+            self.port,
+            self.admin_port,
+            Some((base, epoch + 1)),
+        );
+        next.unwrap_or_else(|f| {
+            panic!(
+                "the hot restart did not come up ({:?}):\n{}",
+                f.exit,
+                tail(&f.log, 30)
+            )
+        })
+    }
+
+    fn launch(
+        options: &EnvoyOptions,
+        upstream: std::sync::Arc<EchoUpstream>,
+        port: u16,
+        admin_port: u16,
+        hot_restart: Option<(u32, u32)>,
+    ) -> Result<Envoy, StartFailure> {
         let n = INSTANCE.fetch_add(1, Ordering::SeqCst);
         let dir = crate::repo_root().join("target/e2e").join(format!(
             "envoy-{}-{}",
@@ -221,8 +256,22 @@ impl Envoy {
             .arg("--log-path")
             .arg(&log_path)
             .args(["-l", "info", "--component-log-level", &options.log_levels])
-            .args(["--concurrency", &options.concurrency.to_string()])
-            .arg("--disable-hot-restart")
+            .args(["--concurrency", &options.concurrency.to_string()]);
+        match hot_restart {
+            None => {
+                cmd.arg("--disable-hot-restart");
+            }
+            Some((base, epoch)) => {
+                cmd.args([
+                    "--base-id",
+                    &base.to_string(),
+                    "--restart-epoch",
+                    &epoch.to_string(),
+                ])
+                .args(["--drain-time-s", "2", "--parent-shutdown-time-s", "4"]);
+            }
+        }
+        cmd
             // Tests read the log while Envoy runs: flush it often.
             .args([
                 "--file-flush-interval-msec",
@@ -240,6 +289,8 @@ impl Envoy {
             admin_port,
             upstream,
             dir,
+            hot_restart,
+            options: options.clone(),
         };
         envoy.wait_ready()?;
         Ok(envoy)
@@ -267,6 +318,39 @@ impl Envoy {
         let log = self.log();
         let _ = self.child.kill();
         Err(StartFailure { exit: None, log })
+    }
+
+    /// The Envoy process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the Envoy process in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The value of a gauge or counter in `/stats`, which may be negative for gauges.
+    pub fn stat(&self, name: &str) -> i64 {
+        self.stats()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(": "))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn log_path(&self) -> PathBuf {
