@@ -176,7 +176,10 @@ fn a_flood_of_unique_valid_tokens_stays_within_the_memory_bound() {
     );
     // README, "Limits": the caches' bounds plus a few MiB of allocator slack per worker.
     let growth_mib = after.saturating_sub(before) / 1024;
-    eprintln!("flood: RSS {} -> {} KiB, cache {} entries / {} bytes", before, after, entries, bytes);
+    eprintln!(
+        "flood: RSS {} -> {} KiB, cache {} entries / {} bytes",
+        before, after, entries, bytes
+    );
     assert!(
         growth_mib <= 24,
         "Envoy grew by {} MiB for 3000 unique tokens",

@@ -378,7 +378,11 @@ fn rsa_keys(
     check_alg_fits(alg, "RSA", |f| f == KeyFamily::Rsa)?;
     let n = strip_leading_zeros(required_b64(obj, "n")?);
     let e = strip_leading_zeros(required_b64(obj, "e")?);
-    let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+    // n has no leading zero bytes here, so its first byte holds the top bit.
+    let bits = match n.first() {
+        Some(top) => n.len() * 8 - top.leading_zeros() as usize,
+        None => return Err(KeyProblem::InvalidRsaKey),
+    };
     if bits < policy.min_rsa_bits {
         return Err(KeyProblem::WeakRsa {
             bits,
@@ -516,5 +520,74 @@ fn strip_leading_zeros(bytes: Vec<u8>) -> Vec<u8> {
         Some(0) => bytes,
         Some(i) => bytes[i..].to_vec(),
         None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rsa_key_with_an_empty_or_zero_modulus_is_invalid() {
+        let policy = KeyPolicy {
+            min_rsa_bits: 0,
+            ..KeyPolicy::default()
+        };
+        for n in ["", "AAAA"] {
+            let set = json!({"keys": [{"kty": "RSA", "n": n, "e": "AQAB"}]});
+            let err = parse_jwks(&set, &policy).unwrap_err();
+            assert_eq!(
+                err,
+                JwksError::NoUsableKey(vec![KeyWarning {
+                    index: 0,
+                    kid: None,
+                    problem: KeyProblem::InvalidRsaKey
+                }])
+            );
+        }
+    }
+
+    #[test]
+    fn weak_rsa_keys_are_refused_by_bit_length() {
+        let n = crate::b64::encode(&[0x80; 128]);
+        let set = json!({"keys": [{"kty": "RSA", "n": n, "e": "AQAB"}]});
+        let err = parse_jwks(&set, &KeyPolicy::default()).unwrap_err();
+        assert!(err.to_string().contains("1024 bits"), "{}", err);
+    }
+
+    #[test]
+    fn ec_coordinates_shorter_than_the_field_are_left_padded() {
+        // A P-256 point given with a 31-byte x would be rejected if not padded; this one is off
+        // the curve after padding, which is reported as such rather than as a length error.
+        let set = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": crate::b64::encode(&[1; 31]), "y": crate::b64::encode(&[2; 32])}]});
+        let err = parse_jwks(&set, &KeyPolicy::default()).unwrap_err();
+        assert!(err.to_string().contains("not a valid point"), "{}", err);
+    }
+
+    #[test]
+    fn encryption_keys_and_unknown_types_are_skipped_with_a_reason() {
+        let set = json!({"keys": [{"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}, {"kty": "XYZ"}]});
+        let text = parse_jwks(&set, &KeyPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("use \"enc\" is not \"sig\"") && text.contains("kty \"XYZ\""),
+            "{}",
+            text
+        );
+    }
+
+    #[test]
+    fn hmac_keys_are_refused_unless_allowed() {
+        let set = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
+        assert!(parse_jwks(&set, &KeyPolicy::default()).is_err());
+        let allowed = KeyPolicy {
+            allow_hmac: true,
+            allowed: AlgSet::asymmetric().with(Alg::Hs256),
+            ..KeyPolicy::default()
+        };
+        let (keys, _) = parse_jwks(&set, &allowed).unwrap();
+        assert!(keys.algs().contains(Alg::Hs256));
     }
 }
