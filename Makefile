@@ -8,6 +8,7 @@
 #   make demo    a scripted tour against it;  make token CLIENT=svc-reader;  make logs;  make down
 #   make image   the OCI image Istio pulls (target/oci);  make push REGISTRY=registry.example.com/team
 #   make fuzz    cargo fuzz on every target for FUZZ_SECONDS each (default 60)
+#   make bench   Envoy CPU per request: no filter, jwt_authn, tokengate (see BENCHMARKS.md)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,7 +21,7 @@ ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)-2
 PYTHON        ?= python3
 CARGO         ?= cargo
 
-.PHONY: fuzz all rustup-target build tools test unit e2e conformance validate check-deploy cluster-test image image-test push oci-tools lint fmt clippy clean envoy-path up down logs token demo
+.PHONY: bench fuzz all rustup-target build tools test unit e2e conformance validate check-deploy cluster-test image image-test push oci-tools lint fmt clippy clean envoy-path up down logs token demo
 
 all: build
 
@@ -147,3 +148,11 @@ fuzz:
 	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=../target/fuzz-artifacts/$$t- 2>&1 | grep -E "^(Done|==|SUMMARY|Error|ERROR)|DONE") || exit 1; \
 	  test -z "$$(ls target/fuzz-artifacts | grep "^$$t-" 2>/dev/null)" || { echo "fuzz $$t: crash inputs in target/fuzz-artifacts"; exit 1; }; \
 	done
+
+# Benchmarks (not part of make test): wrk from Debian's packages, Envoy pinned to CPU 0, wrk to
+# CPU 1. BENCH_ARGS, e.g. "--rounds 5 --seconds 20".
+BENCH_ARGS ?=
+bench: build $(ENVOY_STAMP)
+	@command -v wrk >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null
+	$(CARGO) build --release -p tokengate-devidp -p tokengate-testkit --bin devidp --bin benchgen
+	$(PYTHON) dev/bench.py $(BENCH_ARGS)

