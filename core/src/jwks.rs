@@ -6,9 +6,9 @@
 
 use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
 use crate::b64;
+use crate::rsa::RsaVerifier;
 use jwt_simple::prelude::{
-    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, HS256Key, HS384Key, HS512Key, PS256PublicKey,
-    PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey,
+    PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey,
 };
 use serde_json::{Map, Value};
 use std::fmt;
@@ -36,25 +36,38 @@ impl Default for KeyPolicy {
 }
 
 /// A verification key bound to exactly one algorithm.
+///
+/// Keys are held in the form the crypto crate verifies with directly, so a check is one
+/// call on the already-parsed signing input and signature. jwt-simple's own `verify_token`
+/// would parse the whole token again (header and claims JSON) for every key tried; it is
+/// kept only for RSA-PSS and for RSA keys outside [`RsaVerifier`]'s fast path.
 pub enum VerifyKey {
+    /// RS256/384/512 with e = 65537 and a 2048..=4096-bit modulus (nearly every real key).
+    RsaPkcs1 {
+        alg: Alg,
+        key: RsaVerifier,
+    },
     Rs256(RS256PublicKey),
     Rs384(RS384PublicKey),
     Rs512(RS512PublicKey),
     Ps256(PS256PublicKey),
     Ps384(PS384PublicKey),
     Ps512(PS512PublicKey),
-    Es256(ES256PublicKey),
-    Es384(ES384PublicKey),
+    Es256(p256::ecdsa::VerifyingKey),
+    Es384(p384::ecdsa::VerifyingKey),
     Es512(p521::ecdsa::VerifyingKey),
-    EdDsa(Ed25519PublicKey),
-    Hs256(HS256Key),
-    Hs384(HS384Key),
-    Hs512(HS512Key),
+    EdDsa(ed25519_compact::PublicKey),
+    /// HS256/384/512 with the shared secret.
+    Hmac {
+        alg: Alg,
+        secret: Vec<u8>,
+    },
 }
 
 impl VerifyKey {
     pub fn alg(&self) -> Alg {
         match self {
+            VerifyKey::RsaPkcs1 { alg, .. } | VerifyKey::Hmac { alg, .. } => *alg,
             VerifyKey::Rs256(_) => Alg::Rs256,
             VerifyKey::Rs384(_) => Alg::Rs384,
             VerifyKey::Rs512(_) => Alg::Rs512,
@@ -65,9 +78,6 @@ impl VerifyKey {
             VerifyKey::Es384(_) => Alg::Es384,
             VerifyKey::Es512(_) => Alg::Es512,
             VerifyKey::EdDsa(_) => Alg::EdDsa,
-            VerifyKey::Hs256(_) => Alg::Hs256,
-            VerifyKey::Hs384(_) => Alg::Hs384,
-            VerifyKey::Hs512(_) => Alg::Hs512,
         }
     }
 }
@@ -405,10 +415,20 @@ fn rsa_keys(
         ],
     };
     let bad = |_| KeyProblem::InvalidRsaKey;
+    // Validated by jwt-simple either way, so both paths accept exactly the same keys.
+    let validated = RS256PublicKey::from_components(&n, &e).map_err(bad)?;
+    let fast = RsaVerifier::new(&n, &e);
     let mut keys = Vec::new();
     for a in algs.into_iter().filter(|a| policy.allowed.contains(*a)) {
+        if let (Some(key), Alg::Rs256 | Alg::Rs384 | Alg::Rs512) = (&fast, a) {
+            keys.push(VerifyKey::RsaPkcs1 {
+                alg: a,
+                key: key.clone(),
+            });
+            continue;
+        }
         keys.push(match a {
-            Alg::Rs256 => VerifyKey::Rs256(RS256PublicKey::from_components(&n, &e).map_err(bad)?),
+            Alg::Rs256 => VerifyKey::Rs256(validated.clone()),
             Alg::Rs384 => VerifyKey::Rs384(RS384PublicKey::from_components(&n, &e).map_err(bad)?),
             Alg::Rs512 => VerifyKey::Rs512(RS512PublicKey::from_components(&n, &e).map_err(bad)?),
             Alg::Ps256 => VerifyKey::Ps256(PS256PublicKey::from_components(&n, &e).map_err(bad)?),
@@ -445,12 +465,15 @@ fn ec_key(obj: &Map<String, Value>, alg: Option<Alg>) -> Result<VerifyKey, KeyPr
     sec1.extend_from_slice(&y);
     let bad = |_| KeyProblem::PointNotOnCurve;
     Ok(match crv {
-        Curve::P256 => VerifyKey::Es256(ES256PublicKey::from_bytes(&sec1).map_err(bad)?),
-        Curve::P384 => VerifyKey::Es384(ES384PublicKey::from_bytes(&sec1).map_err(bad)?),
-        Curve::P521 => VerifyKey::Es512(
-            p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                .map_err(|_| KeyProblem::PointNotOnCurve)?,
-        ),
+        Curve::P256 => {
+            VerifyKey::Es256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+        }
+        Curve::P384 => {
+            VerifyKey::Es384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+        }
+        Curve::P521 => {
+            VerifyKey::Es512(p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+        }
     })
 }
 
@@ -461,7 +484,8 @@ fn okp_key(obj: &Map<String, Value>, alg: Option<Alg>) -> Result<VerifyKey, KeyP
         return Err(KeyProblem::UnsupportedCurve(crv.to_owned()));
     }
     let x = required_b64(obj, "x")?;
-    let key = Ed25519PublicKey::from_bytes(&x).map_err(|_| KeyProblem::PointNotOnCurve)?;
+    let key =
+        ed25519_compact::PublicKey::from_slice(&x).map_err(|_| KeyProblem::PointNotOnCurve)?;
     Ok(VerifyKey::EdDsa(key))
 }
 
@@ -484,10 +508,9 @@ fn hmac_keys(
     };
     Ok(algs
         .into_iter()
-        .map(|a| match a {
-            Alg::Hs256 => VerifyKey::Hs256(HS256Key::from_bytes(&k)),
-            Alg::Hs384 => VerifyKey::Hs384(HS384Key::from_bytes(&k)),
-            _ => VerifyKey::Hs512(HS512Key::from_bytes(&k)),
+        .map(|alg| VerifyKey::Hmac {
+            alg,
+            secret: k.clone(),
         })
         .collect())
 }

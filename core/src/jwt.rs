@@ -95,8 +95,12 @@ pub struct Claims {
 /// A parsed, not yet verified, compact JWT.
 #[derive(Debug, Clone)]
 pub struct Jwt<'t> {
-    /// The token text, as jwt-simple needs it for the signature check.
+    /// The token text, for keys still verified through jwt-simple (PS*, unusual RSA keys).
     pub raw: &'t str,
+    /// `header.payload`: the bytes the signature covers.
+    pub signing_input: &'t str,
+    /// The decoded signature.
+    pub signature: Vec<u8>,
     pub alg: Alg,
     pub kid: Option<String>,
     pub claims: Claims,
@@ -130,9 +134,13 @@ pub fn parse(token: &str) -> Result<Jwt<'_>, Malformed> {
     let claims = typed_claims(payload)?;
     let payload_len = payload_bytes.len();
 
-    b64::decode(signature_b64).map_err(|_| Malformed::SignatureNotBase64)?;
+    let signature = b64::decode(signature_b64).map_err(|_| Malformed::SignatureNotBase64)?;
+    // Three parts, so the last dot ends the signing input.
+    let signing_input = token.rsplit_once('.').map_or("", |(input, _)| input);
     Ok(Jwt {
         raw: token,
+        signing_input,
+        signature,
         alg,
         kid,
         claims,

@@ -22,5 +22,6 @@ pub mod pbstruct;
 pub mod policy;
 pub mod principal;
 pub mod remote;
+pub mod rsa;
 pub mod settings;
 pub mod verify;

@@ -1,11 +1,10 @@
-//! Token verification: signature (through jwt-simple), time window, issuer and audience.
+//! Token verification: signature, time window, issuer and audience.
 
 use crate::alg::{Alg, AlgSet};
 use crate::jwks::{KeySet, VerifyKey};
 use crate::jwt::{Jwt, Malformed};
 use jwt_simple::prelude::{
-    Duration, ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, EdDSAPublicKeyLike, MACLike,
-    NoCustomClaims, RSAPublicKeyLike, UnixTimeStamp, VerificationOptions,
+    Duration, NoCustomClaims, RSAPublicKeyLike, UnixTimeStamp, VerificationOptions,
 };
 use std::fmt;
 
@@ -155,7 +154,7 @@ pub fn verify_signature(jwt: &Jwt<'_>, keys: &KeySet, allowed: AlgSet) -> Result
     let mut tried = false;
     for key in keys.candidates(jwt.alg, jwt.kid.as_deref()) {
         tried = true;
-        if signature_matches(key, jwt.raw) {
+        if signature_matches(key, jwt) {
             return Ok(());
         }
     }
@@ -182,38 +181,51 @@ fn signature_only() -> VerificationOptions {
     }
 }
 
-fn signature_matches(key: &VerifyKey, token: &str) -> bool {
+fn signature_matches(key: &VerifyKey, jwt: &Jwt<'_>) -> bool {
+    // One `signature` crate behind p256, p384 and p521, so one trait for all three.
+    use p256::ecdsa::signature::Verifier;
+    let input = jwt.signing_input.as_bytes();
+    let sig = jwt.signature.as_slice();
     let opts = || Some(signature_only());
     match key {
-        VerifyKey::Rs256(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Rs384(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Rs512(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Ps256(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Ps384(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Ps512(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Es256(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Es384(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Hs256(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Hs384(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Hs512(k) => k.verify_token::<NoCustomClaims>(token, opts()).is_ok(),
-        VerifyKey::Es512(k) => es512_matches(k, token),
+        VerifyKey::RsaPkcs1 { alg, key } => key.verify(*alg, input, sig),
+        VerifyKey::Es256(k) => {
+            p256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
+        }
+        VerifyKey::Es384(k) => {
+            p384::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
+        }
+        VerifyKey::Es512(k) => {
+            p521::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
+        }
+        VerifyKey::EdDsa(k) => {
+            ed25519_compact::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
+        }
+        VerifyKey::Hmac { alg, secret } => hmac_matches(*alg, secret, input, sig),
+        VerifyKey::Rs256(k) => k.verify_token::<NoCustomClaims>(jwt.raw, opts()).is_ok(),
+        VerifyKey::Rs384(k) => k.verify_token::<NoCustomClaims>(jwt.raw, opts()).is_ok(),
+        VerifyKey::Rs512(k) => k.verify_token::<NoCustomClaims>(jwt.raw, opts()).is_ok(),
+        VerifyKey::Ps256(k) => k.verify_token::<NoCustomClaims>(jwt.raw, opts()).is_ok(),
+        VerifyKey::Ps384(k) => k.verify_token::<NoCustomClaims>(jwt.raw, opts()).is_ok(),
+        VerifyKey::Ps512(k) => k.verify_token::<NoCustomClaims>(jwt.raw, opts()).is_ok(),
     }
 }
 
-/// ES512 is outside jwt-simple; the JOSE signature is r||s, 66 bytes each, over SHA-512.
-fn es512_matches(key: &p521::ecdsa::VerifyingKey, token: &str) -> bool {
-    use p521::ecdsa::signature::Verifier;
-    let Some((signing_input, signature_b64)) = token.rsplit_once('.') else {
-        return false;
+/// HMAC of `input` compared with `sig` in constant time (no early exit on the first
+/// differing byte, so the comparison leaks no prefix of the expected MAC).
+fn hmac_matches(alg: Alg, secret: &[u8], input: &[u8], sig: &[u8]) -> bool {
+    let expected: Vec<u8> = match alg {
+        Alg::Hs256 => hmac_sha256::HMAC::mac(input, secret).to_vec(),
+        Alg::Hs384 => hmac_sha512::sha384::HMAC::mac(input, secret).to_vec(),
+        Alg::Hs512 => hmac_sha512::HMAC::mac(input, secret).to_vec(),
+        _ => return false,
     };
-    let Ok(raw) = crate::b64::decode(signature_b64) else {
-        return false;
-    };
-    let Ok(signature) = p521::ecdsa::Signature::from_slice(&raw) else {
-        return false;
-    };
-    key.verify(signing_input.as_bytes(), &signature).is_ok()
+    expected.len() == sig.len()
+        && expected
+            .iter()
+            .zip(sig)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// `exp`/`nbf` with skew, as Envoy: expired only when `now > exp + skew`, not yet valid only

@@ -22,11 +22,20 @@ fn main() -> ExitCode {
     std::fs::create_dir_all(dir).unwrap();
     let rsa = SigningKey::rsa("RS256", "bench-rsa");
     let ec = SigningKey::es256("bench-es");
-    std::fs::write(format!("{}/jwks-rs256.json", dir), mint::jwks(&[&rsa]).to_string()).unwrap();
-    std::fs::write(format!("{}/jwks-es256.json", dir), mint::jwks(&[&ec]).to_string()).unwrap();
+    std::fs::write(
+        format!("{}/jwks-rs256.json", dir),
+        mint::jwks(&[&rsa]).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        format!("{}/jwks-es256.json", dir),
+        mint::jwks(&[&ec]).to_string(),
+    )
+    .unwrap();
     let now = tokengate_testkit::now();
     let write = |name: &str, key: &SigningKey, count: usize| {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(format!("{}/{}", dir, name)).unwrap());
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(format!("{}/{}", dir, name)).unwrap());
         for i in 0..count {
             let claims = json!({
                 "iss": "https://bench.test",
@@ -43,11 +52,17 @@ fn main() -> ExitCode {
     };
     write("rs256.txt", &rsa, rs);
     write("es256.txt", &ec, es);
-    let valid = rsa.sign(&json!({"iss": "https://bench.test", "sub": "x", "aud": ["bench"], "exp": now + 86_400}));
+    let valid = rsa.sign(
+        &json!({"iss": "https://bench.test", "sub": "x", "aud": ["bench"], "exp": now + 86_400}),
+    );
     let (input, sig) = valid.rsplit_once('.').unwrap();
     let mut bytes = mint::b64_decode(sig).unwrap();
     bytes[0] ^= 0xff;
-    std::fs::write(format!("{}/forged.txt", dir), format!("{}.{}\n", input, mint::b64(&bytes))).unwrap();
+    std::fs::write(
+        format!("{}/forged.txt", dir),
+        format!("{}.{}\n", input, mint::b64(&bytes)),
+    )
+    .unwrap();
     println!("benchgen: {} RS256 and {} ES256 tokens in {}", rs, es, dir);
     ExitCode::SUCCESS
 }
