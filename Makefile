@@ -21,7 +21,7 @@ ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)-2
 PYTHON        ?= python3
 CARGO         ?= cargo
 
-.PHONY: bench fuzz all rustup-target build tools test unit e2e conformance validate check-deploy cluster-test image image-test push oci-tools lint fmt clippy clean envoy-path up down logs token demo
+.PHONY: bench profile fuzz all rustup-target build tools test unit e2e conformance validate check-deploy cluster-test image image-test push oci-tools lint fmt clippy clean envoy-path up down logs token demo
 
 all: build
 
@@ -156,3 +156,11 @@ bench: build $(ENVOY_STAMP)
 	@command -v wrk >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null
 	$(CARGO) build --release -p tokengate-devidp -p tokengate-testkit --bin devidp --bin benchgen
 	$(PYTHON) dev/bench.py $(BENCH_ARGS)
+
+# Where the time of a request goes, stage by stage, in V8 (Node's, the engine Envoy embeds):
+# dev/hotpath built for wasm32-wasip1 over freshly generated keys and tokens.
+profile: rustup-target
+	$(CARGO) build --release -p tokengate-testkit --bin benchgen
+	$(CARGO) build --release --target wasm32-wasip1 -p tokengate-hotpath
+	target/release/benchgen target/profile 1000 1000
+	node --no-warnings --single-threaded-gc dev/hotpath.mjs target/wasm32-wasip1/release/tokengate-hotpath.wasm target/profile
