@@ -50,14 +50,14 @@ def read(name):
     return open(os.path.join(WORK, name)).read()
 
 
-def tokengate_filter(config):
+def tokengate_filter(config, wasm=None):
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "name": "tokengate", "root_id": "tokengate",
-                "vm_config": {"vm_id": "tokengate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}},
+                "vm_config": {"vm_id": "tokengate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm or WASM}},
                               "environment_variables": {"key_values": {"TOKENGATE_INTROSPECTION_SECRET": "bench-secret"}}},
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(config)},
                 "failure_policy": "FAIL_CLOSED",
@@ -312,6 +312,7 @@ def main():
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--rows", help="comma-separated row keys to run (the no-filter row always runs), e.g. tg_hit,native_rs_cache")
     ap.add_argument("--wasm", help="another build of the module to measure (for experiments)")
+    ap.add_argument("--variants", help="comma-separated module builds, each measured as an extra cache-hit row, interleaved with the others (for experiments)")
     args = ap.parse_args()
     if args.wasm:
         global WASM
@@ -343,8 +344,12 @@ def main():
         Row("native_es", "9a. jwt_authn ES256", [native_filter("jwks-es256.json", False)], tok("es256.txt"), 200, native=True),
         Row("native_es_cache", "9b. jwt_authn ES256 + JWT cache", [native_filter("jwks-es256.json", True)], first("es256.txt"), 200, native=True),
     ]
+    for i, path in enumerate(args.variants.split(",") if args.variants else []):
+        path = os.path.abspath(path)
+        rows.append(Row("variant%d" % i, "4. cache hit with %s" % os.path.basename(path),
+                        lambda _, path=path: [tokengate_filter(tokengate_config("jwks-rs256.json"), path)], first("rs256.txt"), 200))
     if args.rows:
-        wanted = set(args.rows.split(",")) | {"none"}
+        wanted = set(args.rows.split(",")) | {"none"} | {r.key for r in rows if r.key.startswith("variant")}
         unknown = wanted - {r.key for r in rows}
         if unknown:
             sys.exit("unknown rows: %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(r.key for r in rows)))
@@ -382,7 +387,7 @@ def main():
     report = {"figures": figures, "module_bytes": os.path.getsize(WASM), "rss": rss,
               "machine": "%s, %d CPUs, %s" % (platform.platform(), os.cpu_count(), platform.processor() or platform.machine())}
     print("module: %d bytes" % report["module_bytes"])
-    if args.rows or args.wasm:
+    if args.rows or args.wasm or args.variants:
         return  # an experiment: the published figures stay as they are
     if rss:
         baseline, samples, hwm = rss

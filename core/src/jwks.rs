@@ -7,11 +7,9 @@
 use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
 use crate::b64;
 use crate::rsa::RsaVerifier;
-use jwt_simple::prelude::{
-    PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey,
-};
 use serde_json::{Map, Value};
 use std::fmt;
+use std::rc::Rc;
 
 /// What a key set may contain.
 #[derive(Debug, Clone, Copy)]
@@ -37,22 +35,15 @@ impl Default for KeyPolicy {
 
 /// A verification key bound to exactly one algorithm.
 ///
-/// Keys are held in the form the crypto crate verifies with directly, so a check is one
-/// call on the already-parsed signing input and signature. jwt-simple's own `verify_token`
-/// would parse the whole token again (header and claims JSON) for every key tried; it is
-/// kept only for RSA-PSS and for RSA keys outside [`RsaVerifier`]'s fast path.
+/// Keys are held in the form the crypto code verifies with directly, so a check is one
+/// call on the already-parsed signing input and signature (jwt-simple's `verify_token`
+/// would parse the whole token again, header and claims JSON, for every key tried).
 pub enum VerifyKey {
-    /// RS256/384/512 with e = 65537 and a 2048..=4096-bit modulus (nearly every real key).
-    RsaPkcs1 {
+    /// RS256/384/512 and PS256/384/512; one prepared modulus shared by the algorithms.
+    Rsa {
         alg: Alg,
-        key: RsaVerifier,
+        key: Rc<RsaVerifier>,
     },
-    Rs256(RS256PublicKey),
-    Rs384(RS384PublicKey),
-    Rs512(RS512PublicKey),
-    Ps256(PS256PublicKey),
-    Ps384(PS384PublicKey),
-    Ps512(PS512PublicKey),
     Es256(p256::ecdsa::VerifyingKey),
     Es384(p384::ecdsa::VerifyingKey),
     Es512(p521::ecdsa::VerifyingKey),
@@ -67,13 +58,7 @@ pub enum VerifyKey {
 impl VerifyKey {
     pub fn alg(&self) -> Alg {
         match self {
-            VerifyKey::RsaPkcs1 { alg, .. } | VerifyKey::Hmac { alg, .. } => *alg,
-            VerifyKey::Rs256(_) => Alg::Rs256,
-            VerifyKey::Rs384(_) => Alg::Rs384,
-            VerifyKey::Rs512(_) => Alg::Rs512,
-            VerifyKey::Ps256(_) => Alg::Ps256,
-            VerifyKey::Ps384(_) => Alg::Ps384,
-            VerifyKey::Ps512(_) => Alg::Ps512,
+            VerifyKey::Rsa { alg, .. } | VerifyKey::Hmac { alg, .. } => *alg,
             VerifyKey::Es256(_) => Alg::Es256,
             VerifyKey::Es384(_) => Alg::Es384,
             VerifyKey::Es512(_) => Alg::Es512,
@@ -219,7 +204,7 @@ impl fmt::Display for KeyProblem {
             ),
             KeyProblem::BadRsaExponent => write!(f, "RSA exponent must be odd and at least 3"),
             KeyProblem::InvalidRsaKey => {
-                write!(f, "is not a valid RSA public key (at most 4096 bits)")
+                write!(f, "is not a valid RSA public key (an odd modulus of at most 4096 bits and an exponent of at most 33 bits)")
             }
             KeyProblem::HmacNotAllowed => write!(
                 f,
@@ -414,29 +399,15 @@ fn rsa_keys(
             Alg::Ps512,
         ],
     };
-    let bad = |_| KeyProblem::InvalidRsaKey;
-    // Validated by jwt-simple either way, so both paths accept exactly the same keys.
-    let validated = RS256PublicKey::from_components(&n, &e).map_err(bad)?;
-    let fast = RsaVerifier::new(&n, &e);
-    let mut keys = Vec::new();
-    for a in algs.into_iter().filter(|a| policy.allowed.contains(*a)) {
-        if let (Some(key), Alg::Rs256 | Alg::Rs384 | Alg::Rs512) = (&fast, a) {
-            keys.push(VerifyKey::RsaPkcs1 {
-                alg: a,
-                key: key.clone(),
-            });
-            continue;
-        }
-        keys.push(match a {
-            Alg::Rs256 => VerifyKey::Rs256(validated.clone()),
-            Alg::Rs384 => VerifyKey::Rs384(RS384PublicKey::from_components(&n, &e).map_err(bad)?),
-            Alg::Rs512 => VerifyKey::Rs512(RS512PublicKey::from_components(&n, &e).map_err(bad)?),
-            Alg::Ps256 => VerifyKey::Ps256(PS256PublicKey::from_components(&n, &e).map_err(bad)?),
-            Alg::Ps384 => VerifyKey::Ps384(PS384PublicKey::from_components(&n, &e).map_err(bad)?),
-            _ => VerifyKey::Ps512(PS512PublicKey::from_components(&n, &e).map_err(bad)?),
-        });
-    }
-    Ok(keys)
+    let key = Rc::new(RsaVerifier::new(&n, &e).ok_or(KeyProblem::InvalidRsaKey)?);
+    Ok(algs
+        .into_iter()
+        .filter(|a| policy.allowed.contains(*a))
+        .map(|alg| VerifyKey::Rsa {
+            alg,
+            key: Rc::clone(&key),
+        })
+        .collect())
 }
 
 fn ec_key(obj: &Map<String, Value>, alg: Option<Alg>) -> Result<VerifyKey, KeyProblem> {

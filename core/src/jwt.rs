@@ -95,8 +95,6 @@ pub struct Claims {
 /// A parsed, not yet verified, compact JWT.
 #[derive(Debug, Clone)]
 pub struct Jwt<'t> {
-    /// The token text, for keys still verified through jwt-simple (PS*, unusual RSA keys).
-    pub raw: &'t str,
     /// `header.payload`: the bytes the signature covers.
     pub signing_input: &'t str,
     /// The decoded signature.
@@ -138,7 +136,6 @@ pub fn parse(token: &str) -> Result<Jwt<'_>, Malformed> {
     // Three parts, so the last dot ends the signing input.
     let signing_input = token.rsplit_once('.').map_or("", |(input, _)| input);
     Ok(Jwt {
-        raw: token,
         signing_input,
         signature,
         alg,

@@ -18,6 +18,7 @@ pub mod json;
 pub mod jwks;
 pub mod jwt;
 pub mod keysync;
+pub mod montgomery;
 pub mod pbstruct;
 pub mod policy;
 pub mod principal;
