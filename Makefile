@@ -138,7 +138,7 @@ clean:
 # them. New inputs go to target/fuzz-corpus, crashes to target/fuzz-artifacts; the seeds in
 # fuzz/seeds come from the tests. A crash fails the run: fix it and keep its input as a test.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := jwt gate jwks config introspection
+FUZZ_TARGETS := jwt gate jwks config introspection headers
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \

@@ -59,11 +59,9 @@ impl HttpContext for RequestFilter {
         let Some(shared) = self.shared.clone() else {
             return internal_failure("tokengate is not configured");
         };
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        let headers = match crate::abi::request_headers() {
             Ok(h) => h,
-            Err(status) => {
-                return internal_failure(&format!("cannot read request headers ({:?})", status))
-            }
+            Err(why) => return internal_failure(&why),
         };
         let Some(now) = now_ms() else {
             return internal_failure("cannot read the clock");
@@ -74,7 +72,7 @@ impl HttpContext for RequestFilter {
 
         // Headers the filter writes are never taken from the client.
         for name in &gate.settings().managed_headers {
-            if headers.iter().any(|(n, _)| n == name) {
+            if headers.contains(name) {
                 let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
             }
         }

@@ -3,6 +3,7 @@
 //! count). All policy lives in the core crate.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abi;
 mod http;
 mod introspect;
 mod keys;

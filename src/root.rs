@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokengate_core::gate::{Gate, KeyView, Request, Verdict, Wait, WaitReason};
+use tokengate_core::headers::HeaderMap;
 use tokengate_core::settings;
 
 /// At most this many requests wait for keys per worker; more are decided at once.
@@ -30,7 +31,7 @@ pub fn now_ms() -> Option<u64> {
 /// A request waiting for a provider's keys.
 pub struct Parked {
     pub context_id: u32,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: HeaderMap,
     pub wait: Wait,
     /// The key version it saw when it parked.
     pub key_version: u64,

@@ -264,6 +264,7 @@ fn explain_cmd(args: &[String]) -> Result<bool, Failure> {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
+    let headers = tokengate_core::headers::HeaderMap::from_pairs(headers);
     let explanation = explain(&mut gate, &Request::new(&headers), now_ms);
     for s in &explanation.steps {
         let mark = match s.passed {

@@ -1,6 +1,7 @@
 //! Finding the access token in a request: headers (with a scheme prefix), cookies, query
 //! parameters, tried in the configured order.
 
+use crate::headers::HeaderMap;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -85,13 +86,10 @@ pub enum Extraction<'a> {
     Invalid(ExtractError),
 }
 
-/// Request headers as the host hands them over: lower-case names, raw byte values.
-pub type HeaderList = [(String, Vec<u8>)];
-
 /// Tries each source in order; the first that holds a token wins.
 pub fn extract<'a>(
     sources: &[TokenSource],
-    headers: &'a HeaderList,
+    headers: &'a HeaderMap,
     path: &'a str,
 ) -> Extraction<'a> {
     for (index, source) in sources.iter().enumerate() {
@@ -119,11 +117,11 @@ fn is_token_text(s: &str) -> bool {
 }
 
 fn from_header<'a>(
-    headers: &'a HeaderList,
+    headers: &'a HeaderMap,
     name: &str,
     prefix: Option<&str>,
 ) -> Result<Option<Cow<'a, str>>, ExtractError> {
-    let mut values = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+    let mut values = headers.get_all(name);
     let Some(raw) = values.next() else {
         return Ok(None);
     };
@@ -171,12 +169,12 @@ fn from_header<'a>(
 }
 
 fn from_cookie<'a>(
-    headers: &'a HeaderList,
+    headers: &'a HeaderMap,
     name: &str,
 ) -> Result<Option<Cow<'a, str>>, ExtractError> {
     let what = || format!("the {} cookie", name);
     let mut found: Option<&str> = None;
-    for (_, raw) in headers.iter().filter(|(n, _)| n == "cookie") {
+    for raw in headers.get_all("cookie") {
         // A cookie header with bytes that are not UTF-8 cannot hold our (ASCII) cookie.
         let Ok(text) = std::str::from_utf8(raw) else {
             continue;
@@ -263,15 +261,12 @@ fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-            .collect()
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        HeaderMap::from_pairs(pairs.iter().copied())
     }
 
     fn bearer(headers: &[(&str, &str)]) -> Extraction<'static> {
-        let headers: &'static HeaderList = Box::leak(h(headers).into_boxed_slice());
+        let headers: &'static HeaderMap = Box::leak(Box::new(h(headers)));
         extract(&[TokenSource::bearer()], headers, "/")
     }
 
@@ -347,7 +342,7 @@ mod tests {
                 v
             );
         }
-        let headers = vec![("authorization".to_string(), b"Bearer a.\xff.c".to_vec())];
+        let headers = HeaderMap::from_pairs([("authorization", &b"Bearer a.\xff.c"[..])]);
         assert!(matches!(
             extract(&[TokenSource::bearer()], &headers, "/"),
             Extraction::Invalid(_)
@@ -373,7 +368,8 @@ mod tests {
                 source: 1
             }
         );
-        let r = extract(&sources, &[], "/p?x=1&access_token=from%2Dquery");
+        let none = HeaderMap::default();
+        let r = extract(&sources, &none, "/p?x=1&access_token=from%2Dquery");
         assert_eq!(
             r,
             Extraction::Found {
@@ -394,7 +390,8 @@ mod tests {
 
     #[test]
     fn repeated_query_parameter_is_refused() {
-        let r = extract(&[TokenSource::Query("t".into())], &[], "/?t=a&t=b");
+        let none = HeaderMap::default();
+        let r = extract(&[TokenSource::Query("t".into())], &none, "/?t=a&t=b");
         assert!(matches!(r, Extraction::Invalid(ExtractError::Repeated(_))));
     }
 

@@ -3,7 +3,8 @@
 
 use crate::cache::BoundedCache;
 use crate::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
-use crate::extract::{self, Extraction, HeaderList, TokenSource};
+use crate::extract::{self, Extraction, TokenSource};
+use crate::headers::HeaderMap;
 use crate::introspection::{token_key, Introspected, IntrospectionError};
 use crate::jwks::KeySet;
 use crate::jwt;
@@ -18,20 +19,17 @@ use std::rc::Rc;
 /// The request as the filter sees it: all headers, pseudo-headers included.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    pub headers: &'a HeaderList,
+    pub headers: &'a HeaderMap,
 }
 
 impl<'a> Request<'a> {
-    pub fn new(headers: &'a HeaderList) -> Self {
+    pub fn new(headers: &'a HeaderMap) -> Self {
         Request { headers }
     }
 
     /// The first value of a header, lossily decoded.
     pub fn header(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| String::from_utf8_lossy(v))
+        self.headers.get(name).map(String::from_utf8_lossy)
     }
 }
 

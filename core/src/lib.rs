@@ -13,6 +13,7 @@ pub mod decision;
 pub mod explain;
 pub mod extract;
 pub mod gate;
+pub mod headers;
 pub mod introspection;
 pub mod json;
 pub mod jwks;

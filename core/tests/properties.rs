@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use tokengate_core::b64;
 use tokengate_core::cache::{BoundedCache, CacheLimits};
 use tokengate_core::extract::{self, TokenSource};
+use tokengate_core::headers::HeaderMap;
 use tokengate_core::introspection::read_answer;
 use tokengate_core::jwks::{self, KeyPolicy};
 use tokengate_core::remote::Answer;
@@ -155,12 +156,19 @@ proptest! {
     }
 
     #[test]
+    fn header_map_buffers_never_panic(data in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok(map) = HeaderMap::from_serialized(data.clone()) {
+            prop_assert!(map.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() <= data.len());
+        }
+    }
+
+    #[test]
     fn token_extraction_never_panics(value in prop::collection::vec(any::<u8>(), 0..200), path in ".{0,100}") {
-        let headers = vec![
-            ("authorization".to_owned(), value.clone()),
-            ("cookie".to_owned(), value.clone()),
-            ("x-token".to_owned(), value),
-        ];
+        let headers = HeaderMap::from_pairs([
+            ("authorization", &value),
+            ("cookie", &value),
+            ("x-token", &value),
+        ]);
         let sources = [
             TokenSource::bearer(),
             TokenSource::Header { name: "x-token".into(), prefix: Some("Token ".into()) },

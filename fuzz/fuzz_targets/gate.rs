@@ -4,6 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use tokengate_core::gate::{Gate, Request};
+use tokengate_core::headers::HeaderMap;
 use tokengate_core::settings;
 
 thread_local! {
@@ -17,14 +18,14 @@ fuzz_target!(|data: &[u8]| {
     let auth = parts.next().unwrap_or_default().to_vec();
     let path = String::from_utf8_lossy(parts.next().unwrap_or(b"/")).into_owned();
     let cookie = parts.next().unwrap_or_default().to_vec();
-    let headers = vec![
-        (":method".to_owned(), b"GET".to_vec()),
-        (":path".to_owned(), path.into_bytes()),
-        (":authority".to_owned(), b"api.example.com".to_vec()),
-        ("authorization".to_owned(), auth),
-        ("cookie".to_owned(), cookie),
-        ("x-org".to_owned(), b"org-1".to_vec()),
-    ];
+    let headers = HeaderMap::from_pairs([
+        (":method".as_bytes(), &b"GET"[..]),
+        (b":path", path.as_bytes()),
+        (b":authority", b"api.example.com"),
+        (b"authorization", &auth),
+        (b"cookie", &cookie),
+        (b"x-org", b"org-1"),
+    ]);
     GATE.with(|gate| {
         let mut gate = gate.borrow_mut();
         if gate.is_none() {

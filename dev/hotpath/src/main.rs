@@ -8,6 +8,7 @@
 use std::time::Instant;
 use tokengate_core::alg::AlgSet;
 use tokengate_core::gate::{Gate, Request, Verdict};
+use tokengate_core::headers::HeaderMap;
 use tokengate_core::jwks::{parse_jwks_str, KeyPolicy};
 use tokengate_core::{jwt, settings, verify};
 
@@ -51,18 +52,15 @@ fn gate_for(jwks: &str) -> Gate {
     Gate::new(settings)
 }
 
-fn headers(token: &str) -> Vec<(String, Vec<u8>)> {
-    [
+fn headers(token: &str) -> HeaderMap {
+    HeaderMap::from_pairs([
         (":method", "GET"),
         (":path", "/orders/1"),
         (":authority", "bench.local"),
         (":scheme", "http"),
         ("user-agent", "wrk"),
         ("authorization", &format!("Bearer {}", token)),
-    ]
-    .iter()
-    .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-    .collect()
+    ])
 }
 
 fn now_ms() -> u64 {
