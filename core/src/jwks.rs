@@ -6,6 +6,7 @@
 
 use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
 use crate::b64;
+use crate::nistp256::P256Verifier;
 use crate::rsa::RsaVerifier;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -44,7 +45,8 @@ pub enum VerifyKey {
         alg: Alg,
         key: Rc<RsaVerifier>,
     },
-    Es256(p256::ecdsa::VerifyingKey),
+    /// ES256 with the key's precomputed table (152 KB), shared by the sets that hold it.
+    Es256(Rc<P256Verifier>),
     Es384(p384::ecdsa::VerifyingKey),
     Es512(p521::ecdsa::VerifyingKey),
     EdDsa(ed25519_compact::PublicKey),
@@ -434,10 +436,16 @@ fn ec_key(obj: &Map<String, Value>, alg: Option<Alg>) -> Result<VerifyKey, KeyPr
     sec1.extend_from_slice(&x);
     sec1.resize(1 + 2 * len - y.len(), 0);
     sec1.extend_from_slice(&y);
-    let bad = |_| KeyProblem::PointNotOnCurve;
+    fn bad<E>(_: E) -> KeyProblem {
+        KeyProblem::PointNotOnCurve
+    }
     Ok(match crv {
         Curve::P256 => {
-            VerifyKey::Es256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+            let coordinate = |at: usize| <[u8; 32]>::try_from(&sec1[at..at + 32]).map_err(bad);
+            VerifyKey::Es256(Rc::new(
+                P256Verifier::new(&coordinate(1)?, &coordinate(33)?)
+                    .ok_or(KeyProblem::PointNotOnCurve)?,
+            ))
         }
         Curve::P384 => {
             VerifyKey::Es384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)

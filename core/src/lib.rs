@@ -20,6 +20,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keysync;
 pub mod montgomery;
+pub mod nistp256;
 pub mod pbstruct;
 pub mod policy;
 pub mod principal;

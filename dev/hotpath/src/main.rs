@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a measuring tool: a failed step should stop it loudly
 //! `tokengate-hotpath DIR`: where the time of one request goes, stage by stage, in the runtime the
 //! filter runs in. Built for wasm32-wasip1 and run under Node's V8 by `make profile`
 //! (`dev/hotpath.mjs`), so the figures are V8's, not the native CPU's.
@@ -78,6 +79,14 @@ fn profile(dir: &str, alg: &str, jwks_file: &str, tokens_file: &str) {
     // 8 batches of 100 distinct tokens: no token is seen twice by the cache-miss stage.
     let n = 100;
     println!("{}:", alg);
+    time(
+        "  key set parse and preparation (per JWKS)",
+        &[&jwks],
+        5,
+        |text| {
+            assert!(parse_jwks_str(text, &KeyPolicy::default()).is_ok());
+        },
+    );
     time("  jwt::parse (base64 + JSON)", &tokens, n, |t| {
         let _ = jwt::parse(t);
     });

@@ -1,0 +1,65 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+//! Project Wycheproof's ECDSA P-256 / SHA-256 vectors (IEEE P1363 signatures, the JOSE
+//! encoding) against tokengate's own ES256 verifier. See tests/data/wycheproof/README.md.
+
+use serde_json::Value;
+use tokengate_core::nistp256::P256Verifier;
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A coordinate as exactly 32 bytes (the vectors drop or add leading zero bytes).
+fn coordinate(s: &str) -> Option<[u8; 32]> {
+    let bytes = hex(s);
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    let bytes = &bytes[start..];
+    let mut out = [0u8; 32];
+    out.get_mut(32usize.checked_sub(bytes.len())?..)?
+        .copy_from_slice(bytes);
+    Some(out)
+}
+
+#[test]
+fn every_p256_vector_gets_the_expected_result() {
+    let text = include_str!("data/wycheproof/ecdsa_secp256r1_sha256_p1363_test.json");
+    let file: Value = serde_json::from_str(text).unwrap();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for group in file["testGroups"].as_array().unwrap() {
+        let key = &group["publicKey"];
+        let verifier = coordinate(key["wx"].as_str().unwrap())
+            .zip(coordinate(key["wy"].as_str().unwrap()))
+            .and_then(|(x, y)| P256Verifier::new(&x, &y));
+        for test in group["tests"].as_array().unwrap() {
+            let id = test["tcId"].as_u64().unwrap();
+            let expected = test["result"].as_str().unwrap();
+            let got = verifier.as_ref().is_some_and(|v| {
+                v.verify(
+                    &hex(test["msg"].as_str().unwrap()),
+                    &hex(test["sig"].as_str().unwrap()),
+                )
+            });
+            checked += 1;
+            let ok = match expected {
+                "valid" => got,
+                "invalid" => !got,
+                _ => true, // "acceptable": either answer
+            };
+            if !ok {
+                failures.push(format!(
+                    "tcId {} ({}): expected {}, got {}",
+                    id,
+                    test["comment"].as_str().unwrap_or(""),
+                    expected,
+                    got
+                ));
+            }
+        }
+    }
+    assert_eq!(checked, file["numberOfTests"].as_u64().unwrap() as usize);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
