@@ -155,8 +155,20 @@ impl Modulus {
         let len = self.n.len();
         let p = &mut s.wide[..2 * len];
         p.fill(0);
-        for (i, &bi) in b.iter().enumerate().take(len) {
-            p[i + len] = mac_row(&mut p[i..i + len], a, u64::from(bi)) as u32;
+        let mut i = 0;
+        while i + 1 < len {
+            let carry = mac_pair(
+                &mut p[i..i + len + 1],
+                a,
+                u64::from(b[i]),
+                u64::from(b[i + 1]),
+                0,
+            );
+            p[i + len + 1] = carry as u32;
+            i += 2;
+        }
+        if i < len {
+            p[i + len] = mac_row(&mut p[i..i + len], a, u64::from(b[i])) as u32;
         }
         self.reduce(p, out);
     }
@@ -166,8 +178,19 @@ impl Modulus {
         let len = self.n.len();
         let p = &mut s.wide[..2 * len];
         p.fill(0);
-        // Cross products a[i] * a[j], i < j.
-        for i in 0..len.saturating_sub(1) {
+        // Cross products a[i] * a[j], i < j: rows i and i + 1 in one pass where possible.
+        let rows = len.saturating_sub(1);
+        let mut i = 0;
+        while i + 1 < rows {
+            // Row i starts alone at 2i + 1 (row i + 1 starts two words later).
+            let (b0, b1) = (u64::from(a[i]), u64::from(a[i + 1]));
+            let x = u64::from(p[2 * i + 1]) + u64::from(a[i + 1]) * b0;
+            p[2 * i + 1] = x as u32;
+            let carry = mac_pair(&mut p[2 * i + 2..i + len + 1], &a[i + 2..], b0, b1, x >> 32);
+            p[i + len + 1] = carry as u32;
+            i += 2;
+        }
+        if i < rows {
             p[i + len] = mac_row(&mut p[2 * i + 1..i + len], &a[i + 1..], u64::from(a[i])) as u32;
         }
         // Double them, then add the squares a[i]^2.
@@ -194,7 +217,13 @@ impl Modulus {
         let n = &self.n[..];
         let len = n.len();
         let mut top = 0u64;
-        for i in 0..len {
+        let mut i = 0;
+        // Two rows per pass: each word of p is loaded and stored once for both.
+        while i + 1 < len {
+            top = self.reduce_two_rows(&mut p[i..], top);
+            i += 2;
+        }
+        if i < len {
             let m = u64::from(p[i].wrapping_mul(self.n0inv));
             let carry = mac_row(&mut p[i..i + len], n, m);
             let x = u64::from(p[i + len]) + carry + top;
@@ -206,6 +235,69 @@ impl Modulus {
             sub_in_place(out, n);
         }
     }
+}
+
+impl Modulus {
+    /// Two steps of the reduction at once on `p` (starting at the current row): adds
+    /// q0 * n and q1 * n * 2^32, which clear p[0] and p[1]. `top` is the carry into p[len]
+    /// from the previous rows; returns the carry into p[len + 2].
+    #[inline(always)]
+    fn reduce_two_rows(&self, p: &mut [u32], top: u64) -> u64 {
+        let n = &self.n[..];
+        let len = n.len();
+        let q0 = u64::from(p[0].wrapping_mul(self.n0inv));
+        let mut c0 = (u64::from(p[0]) + q0 * u64::from(n[0])) >> 32;
+        let x = u64::from(p[1]) + q0 * u64::from(n[1]) + c0;
+        c0 = x >> 32;
+        let t = x as u32;
+        let q1 = u64::from(t.wrapping_mul(self.n0inv));
+        let mut c1 = (u64::from(t) + q1 * u64::from(n[0])) >> 32;
+        // Column 1 + j gets q0 * n[j + 1] and q1 * n[j].
+        let cols = &mut p[2..len];
+        let (n_hi, n_lo) = (&n[2..], &n[1..len - 1]);
+        for ((word, &a), &b) in cols.iter_mut().zip(n_hi).zip(n_lo) {
+            let x = u64::from(*word) + q0 * u64::from(a) + c0;
+            c0 = x >> 32;
+            let y = (x & 0xffff_ffff) + q1 * u64::from(b) + c1;
+            c1 = y >> 32;
+            *word = y as u32;
+        }
+        let x = u64::from(p[len]) + c0 + top;
+        let y = (x & 0xffff_ffff) + q1 * u64::from(n[len - 1]) + c1;
+        p[len] = y as u32;
+        let z = u64::from(p[len + 1]) + (x >> 32) + (y >> 32);
+        p[len + 1] = z as u32;
+        z >> 32
+    }
+}
+
+/// Two rows at once: `acc[..=L] += a * b0 + a * b1 * 2^32 + carry_in` for `a` of length L
+/// (`acc` has L + 1 words); returns the carry into `acc[L + 1]`. Each word of `acc` is
+/// loaded and stored once for both products.
+#[inline(always)]
+fn mac_pair(acc: &mut [u32], a: &[u32], b0: u64, b1: u64, carry_in: u64) -> u64 {
+    let l = a.len();
+    let Some((first, rest)) = a.split_first() else {
+        let x = u64::from(acc[0]) + carry_in;
+        acc[0] = x as u32;
+        return x >> 32;
+    };
+    let x = u64::from(acc[0]) + u64::from(*first) * b0 + carry_in;
+    acc[0] = x as u32;
+    let mut c0 = x >> 32;
+    let mut c1 = 0u64;
+    // acc[k] gets a[k] * b0 and a[k - 1] * b1.
+    for ((word, &hi), &lo) in acc[1..l].iter_mut().zip(rest).zip(a) {
+        let x = u64::from(*word) + u64::from(hi) * b0 + c0;
+        c0 = x >> 32;
+        let y = (x & 0xffff_ffff) + u64::from(lo) * b1 + c1;
+        c1 = y >> 32;
+        *word = y as u32;
+    }
+    let x = u64::from(acc[l]) + c0;
+    let y = (x & 0xffff_ffff) + u64::from(a[l - 1]) * b1 + c1;
+    acc[l] = y as u32;
+    (x >> 32) + (y >> 32)
 }
 
 /// `acc += a * b` over the shorter of the two lengths; returns the carry out. The inner
