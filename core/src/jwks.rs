@@ -6,7 +6,7 @@
 
 use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
 use crate::b64;
-use crate::nistp256::P256Verifier;
+use crate::ecdsa::{EcdsaVerifier, NistCurve};
 use crate::rsa::RsaVerifier;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -45,10 +45,9 @@ pub enum VerifyKey {
         alg: Alg,
         key: Rc<RsaVerifier>,
     },
-    /// ES256 with the key's precomputed table (152 KB), shared by the sets that hold it.
-    Es256(Rc<P256Verifier>),
-    Es384(p384::ecdsa::VerifyingKey),
-    Es512(p521::ecdsa::VerifyingKey),
+    /// ES256/384/512 (by the key's curve) with the key's precomputed table (114-200 KB),
+    /// shared by the sets that hold it.
+    Ecdsa(Rc<EcdsaVerifier>),
     EdDsa(ed25519_compact::PublicKey),
     /// HS256/384/512 with the shared secret.
     Hmac {
@@ -61,9 +60,11 @@ impl VerifyKey {
     pub fn alg(&self) -> Alg {
         match self {
             VerifyKey::Rsa { alg, .. } | VerifyKey::Hmac { alg, .. } => *alg,
-            VerifyKey::Es256(_) => Alg::Es256,
-            VerifyKey::Es384(_) => Alg::Es384,
-            VerifyKey::Es512(_) => Alg::Es512,
+            VerifyKey::Ecdsa(k) => match k.curve() {
+                NistCurve::P256 => Alg::Es256,
+                NistCurve::P384 => Alg::Es384,
+                NistCurve::P521 => Alg::Es512,
+            },
             VerifyKey::EdDsa(_) => Alg::EdDsa,
         }
     }
@@ -428,32 +429,20 @@ fn ec_key(obj: &Map<String, Value>, alg: Option<Alg>) -> Result<VerifyKey, KeyPr
     if x.len() > len || y.len() > len {
         return Err(KeyProblem::PointNotOnCurve);
     }
-    // SEC1 uncompressed point. Coordinates shorter than the field size are left-padded:
-    // some encoders drop a leading zero byte (a P-521 `y` of 65 bytes).
-    let mut sec1 = Vec::with_capacity(1 + 2 * len);
-    sec1.push(4u8);
-    sec1.resize(1 + len - x.len(), 0);
-    sec1.extend_from_slice(&x);
-    sec1.resize(1 + 2 * len - y.len(), 0);
-    sec1.extend_from_slice(&y);
-    fn bad<E>(_: E) -> KeyProblem {
-        KeyProblem::PointNotOnCurve
-    }
-    Ok(match crv {
-        Curve::P256 => {
-            let coordinate = |at: usize| <[u8; 32]>::try_from(&sec1[at..at + 32]).map_err(bad);
-            VerifyKey::Es256(Rc::new(
-                P256Verifier::new(&coordinate(1)?, &coordinate(33)?)
-                    .ok_or(KeyProblem::PointNotOnCurve)?,
-            ))
-        }
-        Curve::P384 => {
-            VerifyKey::Es384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
-        }
-        Curve::P521 => {
-            VerifyKey::Es512(p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
-        }
-    })
+    // Coordinates shorter than the field size are left-padded: some encoders drop a leading
+    // zero byte (a P-521 `y` of 65 bytes).
+    let pad = |c: &[u8]| {
+        let mut out = vec![0u8; len - c.len()];
+        out.extend_from_slice(c);
+        out
+    };
+    let curve = match crv {
+        Curve::P256 => NistCurve::P256,
+        Curve::P384 => NistCurve::P384,
+        Curve::P521 => NistCurve::P521,
+    };
+    let key = EcdsaVerifier::new(curve, &pad(&x), &pad(&y)).ok_or(KeyProblem::PointNotOnCurve)?;
+    Ok(VerifyKey::Ecdsa(Rc::new(key)))
 }
 
 fn okp_key(obj: &Map<String, Value>, alg: Option<Alg>) -> Result<VerifyKey, KeyProblem> {

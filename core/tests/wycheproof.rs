@@ -1,9 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
-//! Project Wycheproof's ECDSA P-256 / SHA-256 vectors (IEEE P1363 signatures, the JOSE
-//! encoding) against tokengate's own ES256 verifier. See tests/data/wycheproof/README.md.
+//! Project Wycheproof's ECDSA vectors for the JOSE curve/hash pairs (P-256/SHA-256,
+//! P-384/SHA-384, P-521/SHA-512; IEEE P1363 signatures, the JOSE encoding) against tokengate's
+//! own ES256/ES384/ES512 verifier. See tests/data/wycheproof/README.md.
 
 use serde_json::Value;
-use tokengate_core::nistp256::P256Verifier;
+use tokengate_core::ecdsa::{EcdsaVerifier, NistCurve};
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -12,28 +13,50 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// A coordinate as exactly 32 bytes (the vectors drop or add leading zero bytes).
-fn coordinate(s: &str) -> Option<[u8; 32]> {
+/// A coordinate as exactly `len` bytes (the vectors drop or add leading zero bytes).
+fn coordinate(s: &str, len: usize) -> Option<Vec<u8>> {
     let bytes = hex(s);
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
     let bytes = &bytes[start..];
-    let mut out = [0u8; 32];
-    out.get_mut(32usize.checked_sub(bytes.len())?..)?
-        .copy_from_slice(bytes);
+    let mut out = vec![0u8; len.checked_sub(bytes.len())?];
+    out.extend_from_slice(bytes);
     Some(out)
 }
 
 #[test]
-fn every_p256_vector_gets_the_expected_result() {
-    let text = include_str!("data/wycheproof/ecdsa_secp256r1_sha256_p1363_test.json");
+fn every_p256_sha256_vector_gets_the_expected_result() {
+    check_file(
+        include_str!("data/wycheproof/ecdsa_secp256r1_sha256_p1363_test.json"),
+        NistCurve::P256,
+    );
+}
+
+#[test]
+fn every_p384_sha384_vector_gets_the_expected_result() {
+    check_file(
+        include_str!("data/wycheproof/ecdsa_secp384r1_sha384_p1363_test.json"),
+        NistCurve::P384,
+    );
+}
+
+#[test]
+fn every_p521_sha512_vector_gets_the_expected_result() {
+    check_file(
+        include_str!("data/wycheproof/ecdsa_secp521r1_sha512_p1363_test.json"),
+        NistCurve::P521,
+    );
+}
+
+fn check_file(text: &str, curve: NistCurve) {
+    let len = curve.coordinate_len();
     let file: Value = serde_json::from_str(text).unwrap();
     let mut checked = 0;
     let mut failures = Vec::new();
     for group in file["testGroups"].as_array().unwrap() {
         let key = &group["publicKey"];
-        let verifier = coordinate(key["wx"].as_str().unwrap())
-            .zip(coordinate(key["wy"].as_str().unwrap()))
-            .and_then(|(x, y)| P256Verifier::new(&x, &y));
+        let verifier = coordinate(key["wx"].as_str().unwrap(), len)
+            .zip(coordinate(key["wy"].as_str().unwrap(), len))
+            .and_then(|(x, y)| EcdsaVerifier::new(curve, &x, &y));
         for test in group["tests"].as_array().unwrap() {
             let id = test["tcId"].as_u64().unwrap();
             let expected = test["result"].as_str().unwrap();
