@@ -6,7 +6,7 @@
 
 use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
 use crate::b64;
-use crate::ecdsa::{EcdsaVerifier, NistCurve};
+use crate::ecdsa::EcdsaVerifier;
 use crate::rsa::RsaVerifier;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -61,9 +61,9 @@ impl VerifyKey {
         match self {
             VerifyKey::Rsa { alg, .. } | VerifyKey::Hmac { alg, .. } => *alg,
             VerifyKey::Ecdsa(k) => match k.curve() {
-                NistCurve::P256 => Alg::Es256,
-                NistCurve::P384 => Alg::Es384,
-                NistCurve::P521 => Alg::Es512,
+                Curve::P256 => Alg::Es256,
+                Curve::P384 => Alg::Es384,
+                Curve::P521 => Alg::Es512,
             },
             VerifyKey::EdDsa(_) => Alg::EdDsa,
         }
@@ -436,12 +436,7 @@ fn ec_key(obj: &Map<String, Value>, alg: Option<Alg>) -> Result<VerifyKey, KeyPr
         out.extend_from_slice(c);
         out
     };
-    let curve = match crv {
-        Curve::P256 => NistCurve::P256,
-        Curve::P384 => NistCurve::P384,
-        Curve::P521 => NistCurve::P521,
-    };
-    let key = EcdsaVerifier::new(curve, &pad(&x), &pad(&y)).ok_or(KeyProblem::PointNotOnCurve)?;
+    let key = EcdsaVerifier::new(crv, &pad(&x), &pad(&y)).ok_or(KeyProblem::PointNotOnCurve)?;
     Ok(VerifyKey::Ecdsa(Rc::new(key)))
 }
 

@@ -4,7 +4,8 @@
 //! own ES256/ES384/ES512 verifier. See tests/data/wycheproof/README.md.
 
 use serde_json::Value;
-use tokengate_core::ecdsa::{EcdsaVerifier, NistCurve};
+use tokengate_core::alg::Curve;
+use tokengate_core::ecdsa::EcdsaVerifier;
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -27,7 +28,7 @@ fn coordinate(s: &str, len: usize) -> Option<Vec<u8>> {
 fn every_p256_sha256_vector_gets_the_expected_result() {
     check_file(
         include_str!("data/wycheproof/ecdsa_secp256r1_sha256_p1363_test.json"),
-        NistCurve::P256,
+        Curve::P256,
     );
 }
 
@@ -35,7 +36,7 @@ fn every_p256_sha256_vector_gets_the_expected_result() {
 fn every_p384_sha384_vector_gets_the_expected_result() {
     check_file(
         include_str!("data/wycheproof/ecdsa_secp384r1_sha384_p1363_test.json"),
-        NistCurve::P384,
+        Curve::P384,
     );
 }
 
@@ -43,11 +44,11 @@ fn every_p384_sha384_vector_gets_the_expected_result() {
 fn every_p521_sha512_vector_gets_the_expected_result() {
     check_file(
         include_str!("data/wycheproof/ecdsa_secp521r1_sha512_p1363_test.json"),
-        NistCurve::P521,
+        Curve::P521,
     );
 }
 
-fn check_file(text: &str, curve: NistCurve) {
+fn check_file(text: &str, curve: Curve) {
     let len = curve.coordinate_len();
     let file: Value = serde_json::from_str(text).unwrap();
     let mut checked = 0;

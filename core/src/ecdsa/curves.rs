@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 /// A curve's constants, with `L` 32-bit limbs per number. Each curve is its own type so the
 /// arithmetic is compiled for its constants.
-pub trait Curve<const L: usize>: Sized + 'static {
+pub trait CurveParams<const L: usize>: Sized + 'static {
     /// Field prime, group order, curve constant and base point.
     const P: Limbs<L>;
     const N: Limbs<L>;
@@ -36,7 +36,7 @@ fn digest_limbs<const L: usize>(hash: &[u8]) -> Limbs<L> {
     super::field::from_be_bytes(hash).unwrap_or([0; L])
 }
 
-fn generator_table_in<C: Curve<L>, const L: usize>(
+fn generator_table_in<C: CurveParams<L>, const L: usize>(
     cell: &'static OnceLock<Option<CombTable<C, L>>>,
 ) -> Option<&'static CombTable<C, L>> {
     cell.get_or_init(|| super::point::Affine::generator().map(|g| CombTable::new(&g)))
@@ -47,7 +47,7 @@ pub struct P256;
 pub struct P384;
 pub struct P521;
 
-impl Curve<8> for P256 {
+impl CurveParams<8> for P256 {
     const P: Limbs<8> =
         from_hex("ffffffff00000001000000000000000000000000ffffffffffffffffffffffff");
     const N: Limbs<8> =
@@ -71,7 +71,7 @@ impl Curve<8> for P256 {
     }
 }
 
-impl Curve<12> for P384 {
+impl CurveParams<12> for P384 {
     const P: Limbs<12> = from_hex(
         "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
     );
@@ -100,7 +100,7 @@ impl Curve<12> for P384 {
     }
 }
 
-impl Curve<17> for P521 {
+impl CurveParams<17> for P521 {
     const P: Limbs<17> = from_hex(
         "1ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
     );

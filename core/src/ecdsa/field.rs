@@ -4,7 +4,7 @@
 //! Everything verified here is public (keys, signatures, messages), so the code may branch
 //! on values; it is not meant for secrets.
 
-use super::curves::Curve;
+use super::curves::CurveParams;
 use std::marker::PhantomData;
 
 /// Little-endian 32-bit limbs.
@@ -195,27 +195,27 @@ pub fn one<const L: usize>() -> Limbs<L> {
 
 /// An element of the field of curve `C`, in Montgomery form and always fully reduced (so
 /// `==` compares values).
-pub struct Fe<C: Curve<L>, const L: usize>(Limbs<L>, PhantomData<C>);
+pub struct Fe<C: CurveParams<L>, const L: usize>(Limbs<L>, PhantomData<C>);
 
-impl<C: Curve<L>, const L: usize> Clone for Fe<C, L> {
+impl<C: CurveParams<L>, const L: usize> Clone for Fe<C, L> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<C: Curve<L>, const L: usize> Copy for Fe<C, L> {}
-impl<C: Curve<L>, const L: usize> PartialEq for Fe<C, L> {
+impl<C: CurveParams<L>, const L: usize> Copy for Fe<C, L> {}
+impl<C: CurveParams<L>, const L: usize> PartialEq for Fe<C, L> {
     fn eq(&self, other: &Self) -> bool {
         self.0 == other.0
     }
 }
-impl<C: Curve<L>, const L: usize> Eq for Fe<C, L> {}
-impl<C: Curve<L>, const L: usize> std::fmt::Debug for Fe<C, L> {
+impl<C: CurveParams<L>, const L: usize> Eq for Fe<C, L> {}
+impl<C: CurveParams<L>, const L: usize> std::fmt::Debug for Fe<C, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Fe({:08x?})", self.0)
     }
 }
 
-impl<C: Curve<L>, const L: usize> Fe<C, L> {
+impl<C: CurveParams<L>, const L: usize> Fe<C, L> {
     pub const ZERO: Self = Fe([0; L], PhantomData);
 
     /// From an integer below p; `None` otherwise.
@@ -290,14 +290,14 @@ pub mod scalar {
     use super::*;
 
     /// `a * b mod n`.
-    pub fn mul<C: Curve<L>, const L: usize>(a: &Limbs<L>, b: &Limbs<L>) -> Limbs<L> {
+    pub fn mul<C: CurveParams<L>, const L: usize>(a: &Limbs<L>, b: &Limbs<L>) -> Limbs<L> {
         // (a * b / R) * R^2 / R = a * b
         mont_mul(&mont_mul(a, b, &C::N, C::N_INV), &C::R2_N, &C::N, C::N_INV)
     }
 
     /// Reduces an integer below 2^(bits of n) modulo n: 2^bits < 2n for the NIST curves, so
     /// at most one subtraction.
-    pub fn reduce<C: Curve<L>, const L: usize>(a: &Limbs<L>) -> Limbs<L> {
+    pub fn reduce<C: CurveParams<L>, const L: usize>(a: &Limbs<L>) -> Limbs<L> {
         if lt(a, &C::N) {
             *a
         } else {
@@ -325,7 +325,7 @@ pub mod scalar {
 
     /// a^-1 mod n by the binary extended Euclidean algorithm (variable time: a is public);
     /// `None` for zero.
-    pub fn invert<C: Curve<L>, const L: usize>(a: &Limbs<L>) -> Option<Limbs<L>> {
+    pub fn invert<C: CurveParams<L>, const L: usize>(a: &Limbs<L>) -> Option<Limbs<L>> {
         let n = &C::N;
         if is_zero(a) || !lt(a, n) {
             return None;
@@ -372,7 +372,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// A value below 2^(bits of n), as signature scalars and digests are.
-    fn limbs<C: Curve<L>, const L: usize>(seed: &[u32]) -> Limbs<L> {
+    fn limbs<C: CurveParams<L>, const L: usize>(seed: &[u32]) -> Limbs<L> {
         let mut out = [0u32; L];
         for (i, (o, s)) in out.iter_mut().zip(seed.iter().cycle()).enumerate() {
             let keep = C::N_BITS.saturating_sub(32 * i).min(32);
@@ -381,7 +381,7 @@ mod tests {
         out
     }
 
-    fn field_inverse_holds<C: Curve<L>, const L: usize>(seed: &[u32]) {
+    fn field_inverse_holds<C: CurveParams<L>, const L: usize>(seed: &[u32]) {
         let x = limbs::<C, L>(seed);
         let Some(a) = Fe::<C, L>::from_limbs(&x) else {
             return;
@@ -396,7 +396,7 @@ mod tests {
         assert_eq!(a.double().sub(&a), a);
     }
 
-    fn scalar_inverse_holds<C: Curve<L>, const L: usize>(seed: &[u32]) {
+    fn scalar_inverse_holds<C: CurveParams<L>, const L: usize>(seed: &[u32]) {
         let x = scalar::reduce::<C, L>(&limbs::<C, L>(seed));
         match scalar::invert::<C, L>(&x) {
             Some(inv) => assert_eq!(scalar::mul::<C, L>(&x, &inv), one::<L>()),

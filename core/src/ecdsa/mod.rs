@@ -16,35 +16,17 @@ mod curves;
 mod field;
 mod point;
 
-use curves::{Curve, P256, P384, P521};
+use crate::alg::Curve;
+use curves::{CurveParams, P256, P384, P521};
 use field::{from_be_bytes, is_zero, lt, scalar, Fe, Limbs};
 use point::{double_scalar_mul, Affine, CombTable};
 
-/// The curves a verifier can be built for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NistCurve {
-    P256,
-    P384,
-    P521,
-}
-
-impl NistCurve {
-    /// Bytes of a coordinate, and of each half of a JOSE signature.
-    pub fn coordinate_len(self) -> usize {
-        match self {
-            NistCurve::P256 => P256::BYTES,
-            NistCurve::P384 => P384::BYTES,
-            NistCurve::P521 => P521::BYTES,
-        }
-    }
-}
-
 /// A public key prepared for verification: its point's comb table.
-struct Key<C: Curve<L>, const L: usize> {
+struct Key<C: CurveParams<L>, const L: usize> {
     table: CombTable<C, L>,
 }
 
-impl<C: Curve<L>, const L: usize> Key<C, L> {
+impl<C: CurveParams<L>, const L: usize> Key<C, L> {
     fn new(x: &[u8], y: &[u8]) -> Option<Self> {
         let q = Affine::<C, L>::from_coordinates(x, y)?;
         // Build G's table now too, not on the first token.
@@ -113,20 +95,20 @@ impl EcdsaVerifier {
     /// The key with these big-endian affine coordinates (`curve.coordinate_len()` bytes
     /// each); `None` if they are not a point of the curve. Builds the key's table (a few
     /// milliseconds in V8).
-    pub fn new(curve: NistCurve, x: &[u8], y: &[u8]) -> Option<EcdsaVerifier> {
+    pub fn new(curve: Curve, x: &[u8], y: &[u8]) -> Option<EcdsaVerifier> {
         let key = match curve {
-            NistCurve::P256 => Prepared::P256(Key::new(x, y)?),
-            NistCurve::P384 => Prepared::P384(Key::new(x, y)?),
-            NistCurve::P521 => Prepared::P521(Key::new(x, y)?),
+            Curve::P256 => Prepared::P256(Key::new(x, y)?),
+            Curve::P384 => Prepared::P384(Key::new(x, y)?),
+            Curve::P521 => Prepared::P521(Key::new(x, y)?),
         };
         Some(EcdsaVerifier { key })
     }
 
-    pub fn curve(&self) -> NistCurve {
+    pub fn curve(&self) -> Curve {
         match self.key {
-            Prepared::P256(_) => NistCurve::P256,
-            Prepared::P384(_) => NistCurve::P384,
-            Prepared::P521(_) => NistCurve::P521,
+            Prepared::P256(_) => Curve::P256,
+            Prepared::P384(_) => Curve::P384,
+            Prepared::P521(_) => Curve::P521,
         }
     }
 
@@ -150,7 +132,7 @@ mod tests {
 
     /// One curve's reference: a key from the RustCrypto crate, its coordinates, a signer.
     struct Reference {
-        curve: NistCurve,
+        curve: Curve,
         x: Vec<u8>,
         y: Vec<u8>,
         sign: Signer,
@@ -161,7 +143,7 @@ mod tests {
         let key = SigningKey::from_slice(seed).ok()?;
         let point = key.verifying_key().to_encoded_point(false);
         Some(Reference {
-            curve: NistCurve::P256,
+            curve: Curve::P256,
             x: point.x()?.to_vec(),
             y: point.y()?.to_vec(),
             sign: Box::new(move |m| Signer::<Signature>::sign(&key, m).to_vec()),
@@ -173,7 +155,7 @@ mod tests {
         let key = SigningKey::from_slice(seed).ok()?;
         let point = key.verifying_key().to_encoded_point(false);
         Some(Reference {
-            curve: NistCurve::P384,
+            curve: Curve::P384,
             x: point.x()?.to_vec(),
             y: point.y()?.to_vec(),
             sign: Box::new(move |m| Signer::<Signature>::sign(&key, m).to_vec()),
@@ -185,7 +167,7 @@ mod tests {
         let key = SigningKey::from_slice(seed).ok()?;
         let point = VerifyingKey::from(&key).to_encoded_point(false);
         Some(Reference {
-            curve: NistCurve::P521,
+            curve: Curve::P521,
             x: point.x()?.to_vec(),
             y: point.y()?.to_vec(),
             sign: Box::new(move |m| Signer::<Signature>::sign(&key, m).to_vec()),
@@ -234,6 +216,13 @@ mod tests {
     }
 
     #[test]
+    fn curve_sizes_agree_with_the_jose_names() {
+        assert_eq!(Curve::P256.coordinate_len(), P256::BYTES);
+        assert_eq!(Curve::P384.coordinate_len(), P384::BYTES);
+        assert_eq!(Curve::P521.coordinate_len(), P521::BYTES);
+    }
+
+    #[test]
     fn high_s_is_accepted_as_by_envoy() {
         // ECDSA signatures are malleable: (r, n - s) verifies too; BoringSSL and the JOSE
         // specifications do not require low s.
@@ -269,9 +258,9 @@ mod tests {
         let r = p384_reference(&[5u8; 48]).unwrap();
         let mut y = r.y.clone();
         y[47] ^= 1;
-        assert!(EcdsaVerifier::new(NistCurve::P384, &r.x, &y).is_none());
+        assert!(EcdsaVerifier::new(Curve::P384, &r.x, &y).is_none());
         assert!(
-            EcdsaVerifier::new(NistCurve::P256, &r.x, &r.y).is_none(),
+            EcdsaVerifier::new(Curve::P256, &r.x, &r.y).is_none(),
             "wrong curve"
         );
     }

@@ -1,32 +1,32 @@
 //! Points of a NIST curve (y^2 = x^3 - 3x + b): affine for table entries, Jacobian
 //! (x = X/Z^2, y = Y/Z^3) for sums, and the per-base-point comb tables verification adds up.
 
-use super::curves::Curve;
+use super::curves::CurveParams;
 use super::field::{from_be_bytes, Fe, Limbs};
 
-pub struct Affine<C: Curve<L>, const L: usize> {
+pub struct Affine<C: CurveParams<L>, const L: usize> {
     pub x: Fe<C, L>,
     pub y: Fe<C, L>,
 }
 
-impl<C: Curve<L>, const L: usize> Clone for Affine<C, L> {
+impl<C: CurveParams<L>, const L: usize> Clone for Affine<C, L> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<C: Curve<L>, const L: usize> Copy for Affine<C, L> {}
-impl<C: Curve<L>, const L: usize> PartialEq for Affine<C, L> {
+impl<C: CurveParams<L>, const L: usize> Copy for Affine<C, L> {}
+impl<C: CurveParams<L>, const L: usize> PartialEq for Affine<C, L> {
     fn eq(&self, other: &Self) -> bool {
         self.x == other.x && self.y == other.y
     }
 }
-impl<C: Curve<L>, const L: usize> std::fmt::Debug for Affine<C, L> {
+impl<C: CurveParams<L>, const L: usize> std::fmt::Debug for Affine<C, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Affine({:?}, {:?})", self.x, self.y)
     }
 }
 
-impl<C: Curve<L>, const L: usize> Affine<C, L> {
+impl<C: CurveParams<L>, const L: usize> Affine<C, L> {
     /// A point from its big-endian coordinates (`C::BYTES` each), if they are field elements
     /// and the point is on the curve (the NIST curves have cofactor 1: every such point is in
     /// the group).
@@ -59,20 +59,20 @@ impl<C: Curve<L>, const L: usize> Affine<C, L> {
 }
 
 /// A point in Jacobian coordinates; Z = 0 is the point at infinity.
-pub struct Jacobian<C: Curve<L>, const L: usize> {
+pub struct Jacobian<C: CurveParams<L>, const L: usize> {
     pub x: Fe<C, L>,
     pub y: Fe<C, L>,
     pub z: Fe<C, L>,
 }
 
-impl<C: Curve<L>, const L: usize> Clone for Jacobian<C, L> {
+impl<C: CurveParams<L>, const L: usize> Clone for Jacobian<C, L> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<C: Curve<L>, const L: usize> Copy for Jacobian<C, L> {}
+impl<C: CurveParams<L>, const L: usize> Copy for Jacobian<C, L> {}
 
-impl<C: Curve<L>, const L: usize> Jacobian<C, L> {
+impl<C: CurveParams<L>, const L: usize> Jacobian<C, L> {
     pub const INFINITY: Self = Jacobian {
         x: Fe::ZERO,
         y: Fe::ZERO,
@@ -185,7 +185,9 @@ impl<C: Curve<L>, const L: usize> Jacobian<C, L> {
 
 /// Converts many points to affine with one field inversion (Montgomery's trick). Points at
 /// infinity must not occur (tables never hold them).
-fn normalize_all<C: Curve<L>, const L: usize>(points: &[Jacobian<C, L>]) -> Vec<Affine<C, L>> {
+fn normalize_all<C: CurveParams<L>, const L: usize>(
+    points: &[Jacobian<C, L>],
+) -> Vec<Affine<C, L>> {
     let mut prefix = Vec::with_capacity(points.len());
     let mut acc = Fe::one();
     for p in points {
@@ -212,11 +214,11 @@ const MAX_WINDOWS: usize = 105;
 
 /// Windows of `C::WINDOW` bits covering a scalar below n, plus the carry out of the top
 /// signed digit.
-const fn windows<C: Curve<L>, const L: usize>() -> usize {
+const fn windows<C: CurveParams<L>, const L: usize>() -> usize {
     (C::N_BITS + C::WINDOW) / C::WINDOW
 }
 
-const fn per_window<C: Curve<L>, const L: usize>() -> usize {
+const fn per_window<C: CurveParams<L>, const L: usize>() -> usize {
     1 << (C::WINDOW - 1)
 }
 
@@ -224,11 +226,11 @@ const fn per_window<C: Curve<L>, const L: usize>() -> usize {
 /// then one addition per non-zero digit of k, with no doublings. For P-256 (W = 7) that is
 /// 37 * 64 affine points, 152 KB; P-384 (W = 6) 65 * 32, 200 KB; P-521 (W = 5) 105 * 16,
 /// 114 KB. Built once per key (milliseconds), used for every token the key signs.
-pub struct CombTable<C: Curve<L>, const L: usize> {
+pub struct CombTable<C: CurveParams<L>, const L: usize> {
     points: Vec<Affine<C, L>>,
 }
 
-impl<C: Curve<L>, const L: usize> CombTable<C, L> {
+impl<C: CurveParams<L>, const L: usize> CombTable<C, L> {
     pub fn new(base: &Affine<C, L>) -> Self {
         let per_window = per_window::<C, L>();
         let mut all = Vec::with_capacity(windows::<C, L>() * per_window);
@@ -258,7 +260,7 @@ impl<C: Curve<L>, const L: usize> CombTable<C, L> {
 
 /// The scalar as signed base-2^W digits in [-2^(W-1), 2^(W-1)], least significant first:
 /// sum d_i 2^(W i) = k. Only the first `windows::<C, L>()` entries are used.
-fn signed_digits<C: Curve<L>, const L: usize>(k: &Limbs<L>) -> [i32; MAX_WINDOWS] {
+fn signed_digits<C: CurveParams<L>, const L: usize>(k: &Limbs<L>) -> [i32; MAX_WINDOWS] {
     let bit = |i: usize| -> i32 {
         k.get(i / 32)
             .map_or(0, |limb| ((limb >> (i % 32)) & 1) as i32)
@@ -285,7 +287,7 @@ fn signed_digits<C: Curve<L>, const L: usize>(k: &Limbs<L>) -> [i32; MAX_WINDOWS
 }
 
 /// u1 * G + u2 * Q from the two tables.
-pub fn double_scalar_mul<C: Curve<L>, const L: usize>(
+pub fn double_scalar_mul<C: CurveParams<L>, const L: usize>(
     g: &CombTable<C, L>,
     u1: &Limbs<L>,
     q: &CombTable<C, L>,
@@ -311,12 +313,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn to_affine<C: Curve<L>, const L: usize>(p: &Jacobian<C, L>) -> Affine<C, L> {
+    fn to_affine<C: CurveParams<L>, const L: usize>(p: &Jacobian<C, L>) -> Affine<C, L> {
         normalize_all(&[*p])[0]
     }
 
     /// Big-endian coordinates of `C::BYTES` bytes each.
-    fn coordinates<C: Curve<L>, const L: usize>(p: &Affine<C, L>) -> (Vec<u8>, Vec<u8>) {
+    fn coordinates<C: CurveParams<L>, const L: usize>(p: &Affine<C, L>) -> (Vec<u8>, Vec<u8>) {
         let be = |fe: &Fe<C, L>| {
             let bytes: Vec<u8> = fe
                 .to_limbs()
@@ -330,13 +332,13 @@ mod tests {
     }
 
     /// k * G by our comb tables, `None` for the point at infinity.
-    fn comb_times_g<C: Curve<L>, const L: usize>(k: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    fn comb_times_g<C: CurveParams<L>, const L: usize>(k: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
         let g = C::generator_table().unwrap();
         let sum = double_scalar_mul(g, &from_be_bytes(k).unwrap(), g, &[0u32; L]);
         (!sum.is_infinity()).then(|| coordinates(&to_affine(&sum)))
     }
 
-    fn mixed_addition_handles_equal_and_opposite_points<C: Curve<L>, const L: usize>() {
+    fn mixed_addition_handles_equal_and_opposite_points<C: CurveParams<L>, const L: usize>() {
         let g = Affine::<C, L>::generator().unwrap();
         let jg = Jacobian::from_affine(&g);
         // Make Z != 1 so the special cases are met in projective form.
@@ -364,7 +366,7 @@ mod tests {
         mixed_addition_handles_equal_and_opposite_points::<P521, 17>();
     }
 
-    fn off_curve_points_are_refused<C: Curve<L>, const L: usize>() {
+    fn off_curve_points_are_refused<C: CurveParams<L>, const L: usize>() {
         let (gx, gy) = coordinates(&Affine::<C, L>::generator().unwrap());
         assert!(Affine::<C, L>::from_coordinates(&gx, &gy).is_some());
         let mut y = gy.clone();
@@ -387,7 +389,7 @@ mod tests {
         off_curve_points_are_refused::<P521, 17>();
     }
 
-    fn signed_digits_add_up<C: Curve<L>, const L: usize>() {
+    fn signed_digits_add_up<C: CurveParams<L>, const L: usize>() {
         assert!(windows::<C, L>() <= MAX_WINDOWS);
         assert!(windows::<C, L>() * C::WINDOW > C::N_BITS);
         let k = [0xffff_ffffu32; L];
