@@ -1,7 +1,8 @@
 # tokengate: build, test and run the proxy-wasm token filter.
 #
 #   make build   the filter module: target/wasm32-wasip1/release/tokengate.wasm
-#   make test    everything CI runs after lint: unit tests, end-to-end tests in a real Envoy,
+#   make test    everything CI runs after lint: unit tests (natively, and the signature
+#                arithmetic again as Wasm in Node's V8), end-to-end tests in a real Envoy,
 #                the JWT conformance corpus, `envoy --mode validate` on envoy/*.yaml
 #   make lint    cargo fmt --check and clippy -D warnings for the host and wasm targets
 #   make up      the local cluster: dev IdP, echo upstream, Envoy with tokengate (loopback)
@@ -9,6 +10,7 @@
 #   make image   the OCI image Istio pulls (target/oci);  make push REGISTRY=registry.example.com/team
 #   make fuzz    cargo fuzz on every target for FUZZ_SECONDS each (default 60)
 #   make bench   Envoy CPU per request: no filter, jwt_authn, tokengate (see BENCHMARKS.md)
+#   make profile stage timings of the request path in Node's V8 (no Envoy)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -21,7 +23,7 @@ ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)-2
 PYTHON        ?= python3
 CARGO         ?= cargo
 
-.PHONY: bench profile fuzz all rustup-target build tools test unit e2e conformance validate check-deploy cluster-test image image-test push oci-tools lint fmt clippy clean envoy-path up down logs token demo
+.PHONY: bench profile fuzz all rustup-target build tools test unit unit-wasm e2e conformance validate check-deploy cluster-test image image-test push oci-tools lint fmt clippy clean envoy-path up down logs token demo
 
 all: build
 
@@ -46,7 +48,7 @@ envoy-path: $(ENVOY_STAMP)
 	@echo $(ENVOY_BIN)
 
 test: build tools $(ENVOY_STAMP)
-	$(MAKE) --no-print-directory unit e2e conformance validate check-deploy cluster-test image-test
+	$(MAKE) --no-print-directory unit unit-wasm e2e conformance validate check-deploy cluster-test image-test
 
 # Native tools of the local cluster: the dev IdP (also the echo upstream) and the CLI.
 tools:
@@ -55,6 +57,12 @@ tools:
 # Native tests of everything but the filter module: the core, the CLI, the dev IdP, the test kit.
 unit: $(ENVOY_STAMP)
 	TOKENGATE_ENVOY=$(ENVOY_BIN) $(CARGO) test --workspace --exclude tokengate
+
+# The signature arithmetic again, built for wasm32-wasip1 (with the SIMD paths only that build
+# has) and run in Node's V8, the engine Envoy runs the filter in.
+unit-wasm: rustup-target
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings --single-threaded-gc $(CURDIR)/dev/wasi-run.mjs" \
+	  $(CARGO) test --release --target wasm32-wasip1 -p tokengate-core --lib -- montgomery ecdsa rsa
 
 e2e: $(ENVOY_STAMP)
 	TOKENGATE_ENVOY=$(ENVOY_BIN) $(CARGO) test -p tokengate --test '*' -- --skip conformance

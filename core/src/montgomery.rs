@@ -1,36 +1,56 @@
 //! Modular exponentiation with a public modulus and a public exponent, for RSA signature
-//! verification: Montgomery multiplication on 32-bit limbs.
+//! verification: Montgomery multiplication on 27-bit limbs, column by column.
 //!
-//! Why our own: the filter runs in V8, where wasm multiplies 32-bit numbers into 64 bits
-//! natively but has no 64x64->128 multiply; generic big-integer crates either use 64-bit
-//! limbs (every product emulated) or generic code with copies of the operands per call.
-//! These loops keep the operands in place, unroll the inner loop and square with half the
-//! cross products. Nothing here is
-//! secret (modulus, exponent and signature are all public), so the code may branch on values.
+//! Why this shape: the filter runs in V8, where wasm multiplies 32-bit numbers into 64 bits
+//! natively but has no 64x64->128 multiply, and where SIMD multiplies two pairs of 32-bit
+//! numbers into two 64-bit products in one instruction (`i64x2.extmul_low_i32x4_u`). With
+//! 27-bit limbs a product is below 2^54, so a whole column of the product (every a[j] *
+//! b[i - j] and m[j] * n[i - j], at most 2 * 152 terms for 4096 bits) adds up in one 64-bit
+//! accumulator without carries: each column is two dot products, which [`dot`] computes two
+//! lanes at a time, and the carry moves once per column (Montgomery's product-scanning form,
+//! "FIPS" in Koç's survey). Nothing here is secret (modulus, exponent and signature are all
+//! public), so the code may branch on values.
+
+/// Bits per limb.
+const BITS: u32 = 27;
+const MASK: u32 = (1 << BITS) - 1;
 
 /// Most limbs a modulus may have: 4096 bits.
-pub const MAX_LIMBS: usize = 128;
+pub const MAX_LIMBS: usize = 4096usize.div_ceil(BITS as usize);
 
-/// A public odd modulus prepared for Montgomery arithmetic (R = 2^(32 * limbs)).
+/// A public odd modulus prepared for Montgomery arithmetic (R = 2^(27 * limbs)).
 #[derive(Clone)]
 pub struct Modulus {
-    /// Little-endian limbs, the top one non-zero.
+    /// Little-endian 27-bit limbs, the top one non-zero.
     n: Vec<u32>,
-    /// -n^-1 mod 2^32.
+    /// The same limbs in reverse order: column sums read `n[i - j]` for rising j.
+    n_rev: Vec<u32>,
+    /// -n^-1 mod 2^27.
     n0inv: u32,
     /// R^2 mod n, to bring numbers into Montgomery form.
     r2: Vec<u32>,
+    /// Bytes of the modulus.
+    byte_len: usize,
 }
 
-/// Big-endian bytes to little-endian limbs (`limbs` of them; the value must fit).
+/// Big-endian bytes to little-endian 27-bit limbs (`limbs` of them; the value must fit).
 fn limbs_from_be(bytes: &[u8], limbs: usize) -> Option<Vec<u32>> {
     let mut out = vec![0u32; limbs];
-    for (i, chunk) in bytes.rchunks(4).enumerate() {
-        let mut word = 0u32;
-        for b in chunk {
-            word = (word << 8) | u32::from(*b);
+    let mut acc = 0u64;
+    let mut have = 0u32;
+    let mut i = 0;
+    for b in bytes.iter().rev() {
+        acc |= u64::from(*b) << have;
+        have += 8;
+        if have >= BITS {
+            *out.get_mut(i)? = acc as u32 & MASK;
+            acc >>= BITS;
+            have -= BITS;
+            i += 1;
         }
-        *out.get_mut(i)? = word;
+    }
+    if acc != 0 {
+        *out.get_mut(i)? = acc as u32;
     }
     Some(out)
 }
@@ -45,17 +65,60 @@ fn ge(a: &[u32], b: &[u32]) -> bool {
     true
 }
 
-/// `a -= b` (equal lengths); returns the borrow.
+/// `a -= b` (equal lengths, 27-bit limbs); returns the borrow.
 fn sub_in_place(a: &mut [u32], b: &[u32]) -> bool {
-    let mut borrow = 0u64;
+    let mut borrow = 0u32;
     for (x, y) in a.iter_mut().zip(b) {
-        let d = u64::from(*x)
-            .wrapping_sub(u64::from(*y))
-            .wrapping_sub(borrow);
-        *x = d as u32;
-        borrow = (d >> 63) & 1;
+        let d = x.wrapping_sub(*y).wrapping_sub(borrow);
+        *x = d & MASK;
+        borrow = d >> 31;
     }
     borrow != 0
+}
+
+/// Σ x[k] * y[k] for equal-length slices of 27-bit limbs (at most 2^10 terms).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn dot(x: &[u32], y: &[u32]) -> u64 {
+    use core::arch::wasm32::{
+        i64x2_add, i64x2_extract_lane, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4,
+        u64x2_splat, v128, v128_load,
+    };
+    let len = x.len().min(y.len());
+    let (x, y) = (&x[..len], &y[..len]);
+    let mut acc0 = u64x2_splat(0);
+    let mut acc1 = u64x2_splat(0);
+    let mut xs = x.chunks_exact(4);
+    let mut ys = y.chunks_exact(4);
+    for (a, b) in (&mut xs).zip(&mut ys) {
+        // SAFETY: `a` and `b` are 4 u32s (16 bytes) each; v128_load reads 16 bytes and
+        // has no alignment requirement.
+        let (va, vb) = unsafe {
+            (
+                v128_load(a.as_ptr().cast::<v128>()),
+                v128_load(b.as_ptr().cast::<v128>()),
+            )
+        };
+        acc0 = i64x2_add(acc0, u64x2_extmul_low_u32x4(va, vb));
+        acc1 = i64x2_add(acc1, u64x2_extmul_high_u32x4(va, vb));
+    }
+    let sum = i64x2_add(acc0, acc1);
+    let mut total =
+        (i64x2_extract_lane::<0>(sum) as u64).wrapping_add(i64x2_extract_lane::<1>(sum) as u64);
+    for (a, b) in xs.remainder().iter().zip(ys.remainder()) {
+        total += u64::from(*a) * u64::from(*b);
+    }
+    total
+}
+
+/// Σ x[k] * y[k] for equal-length slices of 27-bit limbs (at most 2^10 terms).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn dot(x: &[u32], y: &[u32]) -> u64 {
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| u64::from(*a) * u64::from(*b))
+        .sum()
 }
 
 impl Modulus {
@@ -63,10 +126,11 @@ impl Modulus {
     pub fn new(n_be: &[u8]) -> Option<Modulus> {
         let start = n_be.iter().position(|b| *b != 0)?;
         let n_be = &n_be[start..];
-        let limbs = n_be.len().div_ceil(4);
-        if limbs > MAX_LIMBS || n_be.last().is_none_or(|b| b & 1 == 0) {
+        if n_be.len() > 512 || n_be.last().is_none_or(|b| b & 1 == 0) {
             return None;
         }
+        let bits = 8 * n_be.len() - n_be[0].leading_zeros() as usize;
+        let limbs = bits.div_ceil(BITS as usize);
         let n = limbs_from_be(n_be, limbs)?;
         // Newton iteration for n^-1 mod 2^32 (each step doubles the correct low bits).
         let n0 = n[0];
@@ -74,19 +138,22 @@ impl Modulus {
         for _ in 0..5 {
             inv = inv.wrapping_mul(2u32.wrapping_sub(n0.wrapping_mul(inv)));
         }
+        let n_rev = n.iter().rev().copied().collect();
         let mut m = Modulus {
             n,
-            n0inv: inv.wrapping_neg(),
+            n_rev,
+            n0inv: inv.wrapping_neg() & MASK,
             r2: Vec::new(),
+            byte_len: n_be.len(),
         };
-        // R^2 mod n by doubling 1 modulo n, 2 * 32 * limbs times (once per key).
+        // R^2 mod n by doubling 1 modulo n, 2 * 27 * limbs times (once per key).
         let mut x = vec![0u32; limbs];
         x[0] = 1;
-        for _ in 0..(64 * limbs) {
+        for _ in 0..(2 * BITS as usize * limbs) {
             let carry = x.iter_mut().fold(0u32, |carry, limb| {
-                let top = *limb >> 31;
-                *limb = (*limb << 1) | carry;
-                top
+                let doubled = (*limb << 1) | carry;
+                *limb = doubled & MASK;
+                doubled >> BITS
             });
             if carry != 0 || ge(&x, &m.n) {
                 sub_in_place(&mut x, &m.n);
@@ -98,8 +165,7 @@ impl Modulus {
 
     /// Number of bytes of the modulus (a signature's length).
     pub fn byte_len(&self) -> usize {
-        let top = self.n.last().copied().unwrap_or(0);
-        (self.n.len() - 1) * 4 + (4 - top.leading_zeros() as usize / 8)
+        self.byte_len
     }
 
     /// `base^exp mod n` as big-endian bytes of [`Modulus::byte_len`]; `None` when
@@ -117,9 +183,9 @@ impl Modulus {
         let exp_start = exp_be.iter().position(|b| *b != 0)?;
         let exp = &exp_be[exp_start..];
 
-        let mut scratch = Scratch::default();
+        let mut s = Scratch::new(limbs);
         let mut x = vec![0u32; limbs];
-        self.mul(&base, &self.r2, &mut x, &mut scratch); // base * R
+        self.mul(&base, &self.r2, &mut x, &mut s); // base * R
         let mut acc = x.clone();
         let mut tmp = vec![0u32; limbs];
         // Left to right over the bits after the leading one.
@@ -129,218 +195,123 @@ impl Modulus {
             (0..from).rev().map(move |b| (byte >> b) & 1 == 1)
         });
         for bit in bits {
-            self.square(&acc, &mut tmp, &mut scratch);
+            self.square(&acc, &mut tmp, &mut s);
             if bit {
-                self.mul(&tmp, &x, &mut acc, &mut scratch);
+                self.mul(&tmp, &x, &mut acc, &mut s);
             } else {
                 std::mem::swap(&mut acc, &mut tmp);
             }
         }
-        // Out of Montgomery form: acc / R, a reduction of acc alone.
-        let wide = &mut scratch.wide[..2 * limbs];
-        wide.fill(0);
-        wide[..limbs].copy_from_slice(&acc);
-        self.reduce(wide, &mut tmp);
-
-        let len = self.byte_len();
-        let mut out = vec![0u8; len];
-        for (i, byte) in out.iter_mut().rev().enumerate() {
-            *byte = (tmp[i / 4] >> (8 * (i % 4))) as u8;
-        }
-        Some(out)
+        // Out of Montgomery form: acc * 1 / R.
+        let mut one = vec![0u32; limbs];
+        one[0] = 1;
+        self.mul(&acc, &one, &mut tmp, &mut s);
+        Some(self.to_be(&tmp))
     }
 
-    /// `out = a * b / R mod n`: the full product, then a reduction.
+    /// `out = a * b / R mod n` for `a, b < n`.
     fn mul(&self, a: &[u32], b: &[u32], out: &mut [u32], s: &mut Scratch) {
         let len = self.n.len();
-        let p = &mut s.wide[..2 * len];
-        p.fill(0);
-        let mut i = 0;
-        while i + 1 < len {
-            let carry = mac_pair(
-                &mut p[i..i + len + 1],
-                a,
-                u64::from(b[i]),
-                u64::from(b[i + 1]),
-                0,
-            );
-            p[i + len + 1] = carry as u32;
-            i += 2;
+        for (r, v) in s.rev.iter_mut().zip(b.iter().rev()) {
+            *r = *v;
         }
-        if i < len {
-            p[i + len] = mac_row(&mut p[i..i + len], a, u64::from(b[i])) as u32;
-        }
-        self.reduce(p, out);
+        let b_rev = &s.rev[..len];
+        // Column i of a * b: a[j] * b[i - j] for j in lo..=min(i, len - 1).
+        let column = |i: usize| {
+            let lo = (i + 1).saturating_sub(len);
+            let hi = i.min(len - 1);
+            dot(&a[lo..=hi], &b_rev[len - 1 + lo - i..])
+        };
+        self.reduce_columns(column, out, &mut s.m);
     }
 
-    /// `out = a^2 / R mod n`: the square with each cross product once, then a reduction.
+    /// `out = a^2 / R mod n` for `a < n`: each cross product once, doubled.
     fn square(&self, a: &[u32], out: &mut [u32], s: &mut Scratch) {
         let len = self.n.len();
-        let p = &mut s.wide[..2 * len];
-        p.fill(0);
-        // Cross products a[i] * a[j], i < j: rows i and i + 1 in one pass where possible.
-        let rows = len.saturating_sub(1);
-        let mut i = 0;
-        while i + 1 < rows {
-            // Row i starts alone at 2i + 1 (row i + 1 starts two words later).
-            let (b0, b1) = (u64::from(a[i]), u64::from(a[i + 1]));
-            let x = u64::from(p[2 * i + 1]) + u64::from(a[i + 1]) * b0;
-            p[2 * i + 1] = x as u32;
-            let carry = mac_pair(&mut p[2 * i + 2..i + len + 1], &a[i + 2..], b0, b1, x >> 32);
-            p[i + len + 1] = carry as u32;
-            i += 2;
+        for (r, v) in s.rev.iter_mut().zip(a.iter().rev()) {
+            *r = *v;
         }
-        if i < rows {
-            p[i + len] = mac_row(&mut p[2 * i + 1..i + len], &a[i + 1..], u64::from(a[i])) as u32;
-        }
-        // Double them, then add the squares a[i]^2.
-        let mut shifted = 0u32;
-        for word in p.iter_mut() {
-            let top = *word >> 31;
-            *word = (*word << 1) | shifted;
-            shifted = top;
-        }
-        let mut carry = 0u64;
-        for (i, &ai) in a.iter().enumerate().take(len) {
-            let ai = u64::from(ai);
-            let x = u64::from(p[2 * i]) + ai * ai + carry;
-            p[2 * i] = x as u32;
-            let y = u64::from(p[2 * i + 1]) + (x >> 32);
-            p[2 * i + 1] = y as u32;
-            carry = y >> 32;
-        }
-        self.reduce(p, out);
+        let a_rev = &s.rev[..len];
+        // Column i of a^2: 2 * a[j] * a[i - j] for lo <= j < i - j, plus a[i / 2]^2.
+        let column = |i: usize| {
+            let lo = (i + 1).saturating_sub(len);
+            let pairs = i.div_ceil(2).saturating_sub(lo);
+            let cross = dot(&a[lo..lo + pairs], &a_rev[len - 1 + lo - i..]);
+            let diagonal = if i % 2 == 0 {
+                a.get(i / 2).map_or(0, |x| u64::from(*x) * u64::from(*x))
+            } else {
+                0
+            };
+            2 * cross + diagonal
+        };
+        self.reduce_columns(column, out, &mut s.m);
     }
 
-    /// Montgomery reduction: `out = p / R mod n` for `p < n * R` (2 * len words).
-    fn reduce(&self, p: &mut [u32], out: &mut [u32]) {
-        let n = &self.n[..];
-        let len = n.len();
-        let mut top = 0u64;
-        let mut i = 0;
-        // Two rows per pass: each word of p is loaded and stored once for both.
-        while i + 1 < len {
-            top = self.reduce_two_rows(&mut p[i..], top);
-            i += 2;
+    /// Montgomery reduction interleaved with the product, column by column: `column(i)` is
+    /// column i of the product (i < 2 * len - 1). Column i < len fixes m[i] so that the
+    /// running sum is divisible by 2^27; the columns above give the result.
+    #[inline(always)]
+    fn reduce_columns(&self, column: impl Fn(usize) -> u64, out: &mut [u32], m: &mut [u32]) {
+        let len = self.n.len();
+        let (n, n_rev) = (&self.n[..], &self.n_rev[..]);
+        let m = &mut m[..len];
+        let mut carry = 0u64;
+        for i in 0..len {
+            // m[j] * n[i - j] for j in 0..i.
+            let sum = carry + column(i) + dot(&m[..i], &n_rev[len - 1 - i..]);
+            let q = (sum as u32).wrapping_mul(self.n0inv) & MASK;
+            m[i] = q;
+            carry = (sum + u64::from(q) * u64::from(n[0])) >> BITS;
         }
-        if i < len {
-            let m = u64::from(p[i].wrapping_mul(self.n0inv));
-            let carry = mac_row(&mut p[i..i + len], n, m);
-            let x = u64::from(p[i + len]) + carry + top;
-            p[i + len] = x as u32;
-            top = x >> 32;
+        for i in len..2 * len - 1 {
+            let from = i + 1 - len;
+            let sum = carry + column(i) + dot(&m[from..], &n_rev[..len - from]);
+            out[i - len] = sum as u32 & MASK;
+            carry = sum >> BITS;
         }
-        out.copy_from_slice(&p[len..]);
-        if top != 0 || ge(out, n) {
+        out[len - 1] = carry as u32 & MASK;
+        // The result is below 2n < 2R: at most one more R above the limbs.
+        if carry >> BITS != 0 || ge(out, n) {
             sub_in_place(out, n);
         }
     }
-}
 
-impl Modulus {
-    /// Two steps of the reduction at once on `p` (starting at the current row): adds
-    /// q0 * n and q1 * n * 2^32, which clear p[0] and p[1]. `top` is the carry into p[len]
-    /// from the previous rows; returns the carry into p[len + 2].
-    #[inline(always)]
-    fn reduce_two_rows(&self, p: &mut [u32], top: u64) -> u64 {
-        let n = &self.n[..];
-        let len = n.len();
-        let q0 = u64::from(p[0].wrapping_mul(self.n0inv));
-        let mut c0 = (u64::from(p[0]) + q0 * u64::from(n[0])) >> 32;
-        let x = u64::from(p[1]) + q0 * u64::from(n[1]) + c0;
-        c0 = x >> 32;
-        let t = x as u32;
-        let q1 = u64::from(t.wrapping_mul(self.n0inv));
-        let mut c1 = (u64::from(t) + q1 * u64::from(n[0])) >> 32;
-        // Column 1 + j gets q0 * n[j + 1] and q1 * n[j].
-        let cols = &mut p[2..len];
-        let (n_hi, n_lo) = (&n[2..], &n[1..len - 1]);
-        for ((word, &a), &b) in cols.iter_mut().zip(n_hi).zip(n_lo) {
-            let x = u64::from(*word) + q0 * u64::from(a) + c0;
-            c0 = x >> 32;
-            let y = (x & 0xffff_ffff) + q1 * u64::from(b) + c1;
-            c1 = y >> 32;
-            *word = y as u32;
+    /// Limbs (below n) to big-endian bytes of `byte_len`.
+    fn to_be(&self, limbs: &[u32]) -> Vec<u8> {
+        let mut out = vec![0u8; self.byte_len];
+        let mut acc = 0u64;
+        let mut have = 0u32;
+        let mut bytes = out.iter_mut().rev();
+        for limb in limbs {
+            acc |= u64::from(*limb) << have;
+            have += BITS;
+            while have >= 8 {
+                if let Some(byte) = bytes.next() {
+                    *byte = acc as u8;
+                }
+                acc >>= 8;
+                have -= 8;
+            }
         }
-        let x = u64::from(p[len]) + c0 + top;
-        let y = (x & 0xffff_ffff) + q1 * u64::from(n[len - 1]) + c1;
-        p[len] = y as u32;
-        let z = u64::from(p[len + 1]) + (x >> 32) + (y >> 32);
-        p[len + 1] = z as u32;
-        z >> 32
+        if let Some(byte) = bytes.next() {
+            *byte = acc as u8;
+        }
+        out
     }
 }
 
-/// Two rows at once: `acc[..=L] += a * b0 + a * b1 * 2^32 + carry_in` for `a` of length L
-/// (`acc` has L + 1 words); returns the carry into `acc[L + 1]`. Each word of `acc` is
-/// loaded and stored once for both products.
-#[inline(always)]
-fn mac_pair(acc: &mut [u32], a: &[u32], b0: u64, b1: u64, carry_in: u64) -> u64 {
-    let l = a.len();
-    let Some((first, rest)) = a.split_first() else {
-        let x = u64::from(acc[0]) + carry_in;
-        acc[0] = x as u32;
-        return x >> 32;
-    };
-    let x = u64::from(acc[0]) + u64::from(*first) * b0 + carry_in;
-    acc[0] = x as u32;
-    let mut c0 = x >> 32;
-    let mut c1 = 0u64;
-    // acc[k] gets a[k] * b0 and a[k - 1] * b1.
-    for ((word, &hi), &lo) in acc[1..l].iter_mut().zip(rest).zip(a) {
-        let x = u64::from(*word) + u64::from(hi) * b0 + c0;
-        c0 = x >> 32;
-        let y = (x & 0xffff_ffff) + u64::from(lo) * b1 + c1;
-        c1 = y >> 32;
-        *word = y as u32;
-    }
-    let x = u64::from(acc[l]) + c0;
-    let y = (x & 0xffff_ffff) + u64::from(a[l - 1]) * b1 + c1;
-    acc[l] = y as u32;
-    (x >> 32) + (y >> 32)
-}
-
-/// `acc += a * b` over the shorter of the two lengths; returns the carry out. The inner
-/// loop of every multiplication, unrolled by four (V8 does not unroll wasm loops).
-#[inline(always)]
-fn mac_row(acc: &mut [u32], a: &[u32], b: u64) -> u64 {
-    let len = acc.len().min(a.len());
-    let (acc, a) = (&mut acc[..len], &a[..len]);
-    let mut carry = 0u64;
-    let mut acc_chunks = acc.chunks_exact_mut(4);
-    let mut a_chunks = a.chunks_exact(4);
-    for (t, x) in (&mut acc_chunks).zip(&mut a_chunks) {
-        let v = u64::from(t[0]) + u64::from(x[0]) * b + carry;
-        t[0] = v as u32;
-        let v = u64::from(t[1]) + u64::from(x[1]) * b + (v >> 32);
-        t[1] = v as u32;
-        let v = u64::from(t[2]) + u64::from(x[2]) * b + (v >> 32);
-        t[2] = v as u32;
-        let v = u64::from(t[3]) + u64::from(x[3]) * b + (v >> 32);
-        t[3] = v as u32;
-        carry = v >> 32;
-    }
-    for (t, x) in acc_chunks
-        .into_remainder()
-        .iter_mut()
-        .zip(a_chunks.remainder())
-    {
-        let v = u64::from(*t) + u64::from(*x) * b + carry;
-        *t = v as u32;
-        carry = v >> 32;
-    }
-    carry
-}
-
-/// Working space of one exponentiation, on the stack (no allocation per multiply).
+/// Working space of one exponentiation (allocated once per signature, not per multiply).
 struct Scratch {
-    wide: [u32; 2 * MAX_LIMBS],
+    /// One operand in reverse order: a column reads it backwards.
+    rev: Vec<u32>,
+    m: Vec<u32>,
 }
 
-impl Default for Scratch {
-    fn default() -> Self {
+impl Scratch {
+    fn new(limbs: usize) -> Self {
         Scratch {
-            wide: [0; 2 * MAX_LIMBS],
+            rev: vec![0; limbs],
+            m: vec![0; limbs],
         }
     }
 }
