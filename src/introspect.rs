@@ -29,6 +29,9 @@ struct Pending {
     token: String,
     /// The callout, once dispatched.
     call: Option<u32>,
+    /// While discovery has not found the endpoint, the token stays queued until the last
+    /// request waiting for it gives up (Unix ms).
+    wait_until: u64,
 }
 
 pub struct IntrospectionSync {
@@ -68,8 +71,9 @@ impl IntrospectionSync {
 
     /// Queues a token; false when too many are queued already (the request is then decided
     /// without waiting).
-    pub fn enqueue(&mut self, p: &PendingIntrospection) -> bool {
-        if self.pending.contains_key(&p.key) {
+    pub fn enqueue(&mut self, p: &PendingIntrospection, wait_until: u64) -> bool {
+        if let Some(queued) = self.pending.get_mut(&p.key) {
+            queued.wait_until = queued.wait_until.max(wait_until);
             return true;
         }
         if self.pending.len() >= MAX_PENDING {
@@ -80,6 +84,7 @@ impl IntrospectionSync {
             Pending {
                 token: p.token.clone(),
                 call: None,
+                wait_until,
             },
         );
         true
@@ -98,13 +103,22 @@ impl IntrospectionSync {
     }
 
     /// Dispatches every queued token. `endpoint` is the configured one or, failing that, the
-    /// one discovery found. Failures to send are recorded at once.
-    pub fn dispatch(&mut self, endpoint: Option<Url>, gate: &mut Gate, now_ms: u64) {
+    /// one discovery found; while `discovering` (discovery has not answered yet) tokens wait
+    /// for it, as requests wait for the first keys, instead of failing at start-up. Failures
+    /// to send are recorded at once.
+    pub fn dispatch(
+        &mut self,
+        endpoint: Option<Url>,
+        discovering: bool,
+        gate: &mut Gate,
+        now_ms: u64,
+    ) {
         let endpoint = self.client.settings().endpoint.clone().or(endpoint);
         let queued: Vec<String> = self
             .pending
             .iter()
             .filter(|(_, p)| p.call.is_none())
+            .filter(|(_, p)| endpoint.is_some() || !discovering || now_ms >= p.wait_until)
             .map(|(k, _)| k.clone())
             .collect();
         for key in queued {
@@ -112,8 +126,12 @@ impl IntrospectionSync {
                 continue;
             };
             let sent = match &endpoint {
+                None if discovering => Err(IntrospectionError::NotSent(
+                    "the introspection endpoint is not known yet (discovery has not answered)"
+                        .into(),
+                )),
                 None => Err(IntrospectionError::NotSent(
-                    "the introspection endpoint is not known yet (discovery)".into(),
+                    "discovery found no introspection_endpoint; set introspection.endpoint".into(),
                 )),
                 Some(url) => self
                     .client

@@ -410,6 +410,15 @@ impl ProviderSync {
         }
     }
 
+    /// Discovery is how this provider finds its endpoints and it has not answered yet.
+    pub fn discovering(&self) -> bool {
+        if self.remote.jwks_uri.is_some() || self.remote.discovery.is_none() {
+            return false;
+        }
+        let (rec, _) = self.read_record();
+        rec.jwks_uri.is_none()
+    }
+
     /// The introspection endpoint discovery found, if any.
     pub fn discovered_introspection_endpoint(&self) -> Option<Url> {
         let (rec, _) = self.read_record();

@@ -73,7 +73,7 @@ impl Shared {
                 .borrow_mut()
                 .iter_mut()
                 .find(|s| s.provider == wait.provider)
-                .is_some_and(|s| s.enqueue(pending)),
+                .is_some_and(|s| s.enqueue(pending, wait.deadline)),
             (WaitReason::Introspection, None) => false,
             (WaitReason::FirstKeys, _) => true,
         }
@@ -182,13 +182,11 @@ impl FilterRoot {
     fn dispatch_introspections(&self, shared: &Shared, now: u64) {
         let mut introspections = shared.introspections.borrow_mut();
         for sync in introspections.iter_mut().filter(|s| s.has_work()) {
-            let discovered = shared
-                .syncs
-                .borrow()
-                .iter()
-                .find(|k| k.provider == sync.provider)
-                .and_then(ProviderSync::discovered_introspection_endpoint);
-            sync.dispatch(discovered, &mut shared.gate.borrow_mut(), now);
+            let syncs = shared.syncs.borrow();
+            let keys = syncs.iter().find(|k| k.provider == sync.provider);
+            let discovered = keys.and_then(ProviderSync::discovered_introspection_endpoint);
+            let discovering = keys.is_some_and(ProviderSync::discovering);
+            sync.dispatch(discovered, discovering, &mut shared.gate.borrow_mut(), now);
         }
     }
 

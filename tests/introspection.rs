@@ -353,6 +353,12 @@ fn introspection_answering_garbage() {
 #[test]
 fn introspection_endpoint_found_by_discovery() {
     let setup = start_idp();
+    // Discovery answers slowly: a request that arrives first waits for it (as requests wait
+    // for the first keys) instead of failing at start-up.
+    setup
+        .idp
+        .idp()
+        .set_fault(Endpoint::Discovery, Some(Fault::Slow(600)));
     let mut cfg = config(&setup.idp, json!({"endpoint": null}));
     cfg["providers"]["zitadel"]["remote_jwks"] = json!({"cluster": "idp"});
     let options = EnvoyOptions::new(&cfg)
@@ -360,14 +366,34 @@ fn introspection_endpoint_found_by_discovery() {
         .vm_env("TOKENGATE_INTROSPECTION_SECRET", SECRET);
     let envoy = Envoy::start_with(options);
     let t = token(&setup, "opaque-admin");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    // Discovery runs on the first tick; until then the endpoint is unknown (503).
-    while !envoy.get_with_token("/admin", &t).reached_upstream() {
-        assert!(
-            Instant::now() < deadline,
-            "discovery did not provide the introspection endpoint"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let r = envoy.get_with_token("/admin", &t);
+    assert!(
+        r.reached_upstream(),
+        "the first request should wait for discovery: {} {}",
+        r.status,
+        r.body
+    );
     assert_eq!(setup.idp.idp().hits(Endpoint::Discovery), 1);
+    assert_eq!(setup.idp.idp().hits(Endpoint::Introspect), 1);
+}
+
+#[test]
+fn an_opaque_token_gets_503_when_discovery_never_answers() {
+    let setup = start_idp();
+    setup
+        .idp
+        .idp()
+        .set_fault(Endpoint::Discovery, Some(Fault::Down));
+    let mut cfg = config(&setup.idp, json!({"endpoint": null}));
+    cfg["providers"]["zitadel"]["remote_jwks"] = json!({"cluster": "idp"});
+    let options = EnvoyOptions::new(&cfg)
+        .cluster("idp", setup.idp.port())
+        .vm_env("TOKENGATE_INTROSPECTION_SECRET", SECRET);
+    let envoy = Envoy::start_with(options);
+    let started = Instant::now();
+    unavailable(&envoy.get_with_token("/admin", &token(&setup, "opaque-admin")));
+    assert!(
+        started.elapsed() < Duration::from_millis(4000),
+        "the wait is bounded by the introspection timeout"
+    );
 }
