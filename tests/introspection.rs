@@ -350,6 +350,16 @@ fn introspection_answering_garbage() {
     introspection_failure_then_recovery(Fault::Garbage);
 }
 
+/// Keys and the introspection endpoint both found by discovery.
+fn start_envoy_with_discovery(setup: &Setup) -> Envoy {
+    let mut cfg = config(&setup.idp, json!({"endpoint": null}));
+    cfg["providers"]["zitadel"]["remote_jwks"] = json!({"cluster": "idp"});
+    let options = EnvoyOptions::new(&cfg)
+        .cluster("idp", setup.idp.port())
+        .vm_env("TOKENGATE_INTROSPECTION_SECRET", SECRET);
+    Envoy::start_with(options)
+}
+
 #[test]
 fn introspection_endpoint_found_by_discovery() {
     let setup = start_idp();
@@ -359,12 +369,7 @@ fn introspection_endpoint_found_by_discovery() {
         .idp
         .idp()
         .set_fault(Endpoint::Discovery, Some(Fault::Slow(600)));
-    let mut cfg = config(&setup.idp, json!({"endpoint": null}));
-    cfg["providers"]["zitadel"]["remote_jwks"] = json!({"cluster": "idp"});
-    let options = EnvoyOptions::new(&cfg)
-        .cluster("idp", setup.idp.port())
-        .vm_env("TOKENGATE_INTROSPECTION_SECRET", SECRET);
-    let envoy = Envoy::start_with(options);
+    let envoy = start_envoy_with_discovery(&setup);
     let t = token(&setup, "opaque-admin");
     let r = envoy.get_with_token("/admin", &t);
     assert!(
@@ -384,12 +389,7 @@ fn an_opaque_token_gets_503_when_discovery_never_answers() {
         .idp
         .idp()
         .set_fault(Endpoint::Discovery, Some(Fault::Down));
-    let mut cfg = config(&setup.idp, json!({"endpoint": null}));
-    cfg["providers"]["zitadel"]["remote_jwks"] = json!({"cluster": "idp"});
-    let options = EnvoyOptions::new(&cfg)
-        .cluster("idp", setup.idp.port())
-        .vm_env("TOKENGATE_INTROSPECTION_SECRET", SECRET);
-    let envoy = Envoy::start_with(options);
+    let envoy = start_envoy_with_discovery(&setup);
     let started = Instant::now();
     unavailable(&envoy.get_with_token("/admin", &token(&setup, "opaque-admin")));
     assert!(

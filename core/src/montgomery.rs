@@ -15,8 +15,9 @@
 const BITS: u32 = 27;
 const MASK: u32 = (1 << BITS) - 1;
 
-/// Most limbs a modulus may have: 4096 bits.
-pub const MAX_LIMBS: usize = 4096usize.div_ceil(BITS as usize);
+/// Longest modulus: 4096 bits. This also bounds a column's sum: at most 2 * 152 products
+/// below 2^54 each, so below 2^63 with the carry.
+const MAX_BYTES: usize = 512;
 
 /// A public odd modulus prepared for Montgomery arithmetic (R = 2^(27 * limbs)).
 #[derive(Clone)]
@@ -126,7 +127,7 @@ impl Modulus {
     pub fn new(n_be: &[u8]) -> Option<Modulus> {
         let start = n_be.iter().position(|b| *b != 0)?;
         let n_be = &n_be[start..];
-        if n_be.len() > 512 || n_be.last().is_none_or(|b| b & 1 == 0) {
+        if n_be.len() > MAX_BYTES || n_be.last().is_none_or(|b| b & 1 == 0) {
             return None;
         }
         let bits = 8 * n_be.len() - n_be[0].leading_zeros() as usize;
