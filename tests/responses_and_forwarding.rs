@@ -127,6 +127,27 @@ fn forbidden_gets_insufficient_scope_naming_what_is_required() {
 }
 
 #[test]
+fn forwarded_claims_are_the_same_when_the_token_comes_from_the_cache() {
+    let t = token();
+    let first = fixture().envoy.get_with_token("/orders", &t);
+    let cached = fixture().envoy.get_with_token("/orders", &t);
+    expect::passed(&cached);
+    for h in [
+        "x-user-sub",
+        "x-user-tier",
+        "x-email-verified",
+        "x-groups",
+        "x-org",
+        "x-plan",
+        "x-roles",
+        "x-scopes",
+    ] {
+        assert!(first.upstream_header(h).is_some(), "{} forwarded", h);
+        assert_eq!(cached.upstream_header(h), first.upstream_header(h), "{}", h);
+    }
+}
+
+#[test]
 fn claims_are_forwarded_as_headers() {
     let r = fixture().envoy.get_with_token("/orders", &token());
     expect::passed(&r);

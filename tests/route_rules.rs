@@ -364,6 +364,22 @@ fn claim_must_equal_or_contain_a_value() {
 }
 
 #[test]
+fn claim_rules_hold_for_tokens_served_from_the_cache() {
+    // Cached tokens keep only the claims some rule or forwarded header reads: each rule's
+    // claims must still be there when the token comes from the cache for another route.
+    let both = generic_token(
+        json!({"email_verified": true, "groups": ["staff"], "plan": {"tier": "gold"}, "unused": "x"}),
+    );
+    for _ in 0..2 {
+        expect::passed(&get("/verified/x", Some(&both)));
+        expect::passed(&get("/tier/x", Some(&both)));
+    }
+    let verified_only = generic_token(json!({"email_verified": true, "groups": ["staff"]}));
+    expect::passed(&get("/verified/x", Some(&verified_only)));
+    insufficient(&get("/tier/x", Some(&verified_only)), "plan.tier", "");
+}
+
+#[test]
 fn claim_path_may_be_nested() {
     expect::passed(&get(
         "/tier/x",

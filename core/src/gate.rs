@@ -208,7 +208,8 @@ impl Gate {
                 now + INTROSPECTION_FAILURE_TTL_S,
             ),
             Ok(Introspected::Active(members)) => match verified_from_answer(provider, p, members) {
-                Ok((token, size)) => {
+                Ok((mut token, size)) => {
+                    self.settings.keep_used_claims(&mut token.claims);
                     let ttl_end = now + settings.cache_ttl_s;
                     let expires_at = token
                         .exp
@@ -592,6 +593,8 @@ fn authenticate(
             }
         }
         let principal = Principal::from_claims(&jwt.claims.all, &provider.claims);
+        let mut claims = jwt.claims.all;
+        settings.keep_used_claims(&mut claims);
         let size = 2 * jwt.payload_len + principal.heap_size();
         let ttl_end = now.saturating_add(settings.token_cache.ttl_seconds);
         let expires_at = match jwt.claims.exp {
@@ -604,7 +607,7 @@ fn authenticate(
             exp: jwt.claims.exp,
             nbf: jwt.claims.nbf,
             aud: jwt.claims.aud,
-            claims: jwt.claims.all,
+            claims,
             principal,
         };
         let verified = cache.insert(token, verified, size, expires_at);

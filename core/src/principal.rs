@@ -34,6 +34,11 @@ impl ClaimPath {
         ClaimPath(vec![key.to_owned()])
     }
 
+    /// The top-level claim the path starts at.
+    pub fn root(&self) -> &str {
+        self.0.first().map_or("", String::as_str)
+    }
+
     pub fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
         let (first, rest) = self.0.split_first()?;
         let mut value = claims.get(first)?;

@@ -17,7 +17,7 @@ use crate::policy::{
 use crate::principal::{zitadel_project_roles_claim, ClaimPath, ClaimSources, RoleSource};
 use crate::remote::{RefreshPolicy, RemoteJwks, Url};
 use crate::verify::AudienceSet;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::rc::Rc;
 
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -96,6 +96,17 @@ pub struct Settings {
     /// Every header this filter writes; removed from each incoming request first, so a client
     /// can never pose as the filter.
     pub managed_headers: Vec<String>,
+    /// The top-level claims that claim tests and forwarded claim headers read. A verified
+    /// token keeps only these besides its principal, `aud`, `exp` and `nbf` (which are kept
+    /// apart): the cache then holds what decisions use, not whole payloads.
+    pub used_claims: Vec<String>,
+}
+
+impl Settings {
+    /// Drops the claims no rule or forwarded header reads.
+    pub fn keep_used_claims(&self, claims: &mut Map<String, Value>) {
+        claims.retain(|name, _| self.used_claims.iter().any(|used| used == name));
+    }
 }
 
 /// Parses and compiles configuration text. Warnings (skipped keys, risky choices) are
@@ -230,6 +241,20 @@ pub fn compile(config: FilterConfig, env: Env<'_>) -> Result<(Settings, Vec<Stri
         warnings.push("dry_run is on: no request is refused; decisions are only logged, counted and sent upstream in a header".to_owned());
     }
 
+    let mut used_claims: Vec<String> = rules
+        .iter()
+        .chain(std::iter::once(&default))
+        .filter_map(|rule| match &rule.access {
+            Access::Token(requirements) => Some(requirements.claims.iter().map(|c| &c.path)),
+            Access::Anonymous | Access::Deny => None,
+        })
+        .flatten()
+        .chain(forward.claims.iter().map(|c| &c.claim))
+        .map(|path| path.root().to_owned())
+        .collect();
+    used_claims.sort();
+    used_claims.dedup();
+
     Ok((
         Settings {
             realm,
@@ -248,6 +273,7 @@ pub fn compile(config: FilterConfig, env: Env<'_>) -> Result<(Settings, Vec<Stri
                 ttl_seconds: cache.ttl_seconds,
             },
             managed_headers,
+            used_claims,
         },
         warnings,
     ))
@@ -1000,4 +1026,30 @@ fn compile_requirements(field: &str, cfg: &RuleConfig) -> Result<Requirements, C
         scopes: name_list(&format!("{}.scopes", field), &cfg.scopes)?,
         claims,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn used_claims_are_those_of_claim_tests_and_forwarded_headers() {
+        let (settings, _) = compile_str(
+            r#"{"providers": {"p": {"issuer": "https://i", "audiences": ["a"], "jwks": {"keys": [{"kty": "oct", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5YWJjZGVm"}]}}},
+                "rules": [{"match": {"path": {"prefix": "/a"}}, "claims": [{"claim": "plan.tier", "equals": "gold"}]},
+                          {"match": {"path": {"prefix": "/b"}}, "allow_anonymous": true}],
+                "forward": {"claims": [{"claim": "sub", "header": "x-sub"}, {"claim": ["https://e/x"], "header": "x-e"}]},
+                "default": "deny"}"#,
+        )
+        .unwrap();
+        assert_eq!(settings.used_claims, ["https://e/x", "plan", "sub"]);
+        let mut claims =
+            serde_json::json!({"sub": "s", "plan": {"tier": "g"}, "email": "e", "https://e/x": 1})
+                .as_object()
+                .cloned()
+                .unwrap();
+        settings.keep_used_claims(&mut claims);
+        assert_eq!(claims.len(), 3);
+        assert!(!claims.contains_key("email"));
+    }
 }
