@@ -410,21 +410,19 @@ impl ProviderSync {
         }
     }
 
-    /// Discovery is how this provider finds its endpoints and it has not answered yet.
-    pub fn discovering(&self) -> bool {
-        if self.remote.jwks_uri.is_some() || self.remote.discovery.is_none() {
-            return false;
-        }
+    /// The introspection endpoint discovery found, if any, and whether discovery is how this
+    /// provider finds its endpoints and has not answered yet. One read of the shared record
+    /// for both.
+    pub fn discovered_introspection_endpoint(&self) -> (Option<Url>, bool) {
         let (rec, _) = self.read_record();
-        rec.jwks_uri.is_none()
-    }
-
-    /// The introspection endpoint discovery found, if any.
-    pub fn discovered_introspection_endpoint(&self) -> Option<Url> {
-        let (rec, _) = self.read_record();
-        rec.introspection_endpoint
+        let discovering = self.remote.jwks_uri.is_none()
+            && self.remote.discovery.is_some()
+            && rec.jwks_uri.is_none();
+        let endpoint = rec
+            .introspection_endpoint
             .as_deref()
-            .and_then(|e| Url::parse(e).ok())
+            .and_then(|e| Url::parse(e).ok());
+        (endpoint, discovering)
     }
 
     /// The view after a response, for the gate.

@@ -184,8 +184,9 @@ impl FilterRoot {
         for sync in introspections.iter_mut().filter(|s| s.has_work()) {
             let syncs = shared.syncs.borrow();
             let keys = syncs.iter().find(|k| k.provider == sync.provider);
-            let discovered = keys.and_then(ProviderSync::discovered_introspection_endpoint);
-            let discovering = keys.is_some_and(ProviderSync::discovering);
+            let (discovered, discovering) = keys
+                .map(ProviderSync::discovered_introspection_endpoint)
+                .unwrap_or((None, false));
             sync.dispatch(discovered, discovering, &mut shared.gate.borrow_mut(), now);
         }
     }
