@@ -266,7 +266,7 @@ impl Context for FilterRoot {
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        follow_host_log_level();
+        let tracing = follow_host_log_level();
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) if !bytes.is_empty() => bytes,
             Ok(_) => {
@@ -308,8 +308,10 @@ impl RootContext for FilterRoot {
             sync.ensure_record();
         }
         let remote = !syncs.is_empty();
+        let mut gate = Gate::new(settings);
+        gate.describe_allowed(tracing);
         let shared = Rc::new(Shared {
-            gate: RefCell::new(Gate::new(settings)),
+            gate: RefCell::new(gate),
             metrics: Metrics::define(),
             parked: RefCell::new(Vec::new()),
             syncs: RefCell::new(syncs),
@@ -338,7 +340,8 @@ impl RootContext for FilterRoot {
         let (Some(shared), Some(now)) = (self.shared.clone(), now_ms()) else {
             return;
         };
-        follow_host_log_level();
+        let tracing = follow_host_log_level();
+        shared.gate.borrow_mut().describe_allowed(tracing);
         self.sync_keys(&shared, now);
         self.dispatch_introspections(&shared, now);
         self.release_parked(&shared, now, false);
@@ -361,15 +364,18 @@ impl RootContext for FilterRoot {
 }
 
 /// Lowers the SDK's log ceiling to Envoy's `wasm` level, so that debug lines are not even
-/// formatted when Envoy would drop them.
-fn follow_host_log_level() {
-    if let Ok(level) = hostcalls::get_log_level() {
-        // Critical maps to "off" in the SDK; keep errors flowing in that case.
-        let level = if level == LogLevel::Critical {
-            LogLevel::Error
-        } else {
-            level
-        };
-        proxy_wasm::set_log_level(level);
-    }
+/// formatted when Envoy would drop them. True when Envoy logs at trace level (where allowed
+/// requests are logged too).
+fn follow_host_log_level() -> bool {
+    let Ok(level) = hostcalls::get_log_level() else {
+        return true;
+    };
+    // Critical maps to "off" in the SDK; keep errors flowing in that case.
+    let level = if level == LogLevel::Critical {
+        LogLevel::Error
+    } else {
+        level
+    };
+    proxy_wasm::set_log_level(level);
+    level == LogLevel::Trace
 }

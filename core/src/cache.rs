@@ -1,8 +1,19 @@
 //! A bounded cache (by entry count and by bytes) with per-entry expiry, for verified tokens
-//! and, later, introspection answers. Eviction is oldest-inserted first, which under a TTL is
-//! also the soonest to expire; expired entries are dropped when met.
+//! and introspection answers. Eviction is oldest-inserted first, which under a TTL is also
+//! the soonest to expire; expired entries are dropped when met.
+//!
+//! Entries are found by a keyed digest (SipHash with a per-cache random key) of the key's
+//! length and last [`DIGEST_TAIL`] bytes, then compared in full with [`crate::scan::same`]:
+//! a map keyed by the token itself hashed all of it and compared it byte by byte, most of a
+//! cache hit's work. The tail is enough: keys are tokens that passed their signature check
+//! (the tail is the signature) or SHA-256 digests (introspection), so nobody can make two keys
+//! share a tail without the signing key. And two keys that do share a digest only take each
+//! other's place (one entry per digest, compared in full): never a chain to walk.
 
+use crate::scan;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 /// Bounds of one cache. A zero `max_entries` disables the cache.
@@ -12,19 +23,46 @@ pub struct CacheLimits {
     pub max_bytes: usize,
 }
 
+/// How many bytes at the end of a key the digest covers, with the key's length.
+pub const DIGEST_TAIL: usize = 48;
+
 /// Bookkeeping cost of one entry beyond its key and value, for the byte bound.
 const ENTRY_OVERHEAD: usize = 96;
 
 struct Slot<V> {
+    key: Box<str>,
     value: Rc<V>,
     expires_at: u64,
     size: usize,
     seq: u64,
 }
 
+/// The map's own hasher for keys that are digests already: it passes them through.
+#[derive(Default)]
+struct Digest(u64);
+
+impl Hasher for Digest {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 digests are hashed (write_u64); fold anything else in all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 pub struct BoundedCache<V> {
-    map: HashMap<Rc<str>, Slot<V>>,
-    order: VecDeque<(Rc<str>, u64)>,
+    map: HashMap<u64, Slot<V>, BuildHasherDefault<Digest>>,
+    /// Digest and sequence number of each insertion, oldest first.
+    order: VecDeque<(u64, u64)>,
+    keyed: RandomState,
     limits: CacheLimits,
     bytes: usize,
     next_seq: u64,
@@ -33,8 +71,9 @@ pub struct BoundedCache<V> {
 impl<V> BoundedCache<V> {
     pub fn new(limits: CacheLimits) -> Self {
         BoundedCache {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
+            keyed: RandomState::new(),
             limits,
             bytes: 0,
             next_seq: 0,
@@ -54,18 +93,42 @@ impl<V> BoundedCache<V> {
         self.bytes
     }
 
+    fn digest(&self, key: &str) -> u64 {
+        let bytes = key.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(DIGEST_TAIL)..];
+        let mut hasher = self.keyed.build_hasher();
+        hasher.write_usize(bytes.len());
+        hasher.write(tail);
+        hasher.finish()
+    }
+
     /// The entry for `key` if it has not expired at `now` (an expired one is removed).
     pub fn get(&mut self, key: &str, now: u64) -> Option<Rc<V>> {
-        let slot = self.map.get(key)?;
+        let digest = self.digest(key);
+        let slot = self.map.get(&digest)?;
+        if !scan::same(slot.key.as_bytes(), key.as_bytes()) {
+            return None;
+        }
         if now < slot.expires_at {
             return Some(Rc::clone(&slot.value));
         }
-        self.remove(key);
+        self.remove_digest(digest);
         None
     }
 
     pub fn remove(&mut self, key: &str) {
-        if let Some(slot) = self.map.remove(key) {
+        let digest = self.digest(key);
+        if self
+            .map
+            .get(&digest)
+            .is_some_and(|slot| scan::same(slot.key.as_bytes(), key.as_bytes()))
+        {
+            self.remove_digest(digest);
+        }
+    }
+
+    fn remove_digest(&mut self, digest: u64) {
+        if let Some(slot) = self.map.remove(&digest) {
             self.bytes -= slot.size;
         }
     }
@@ -78,21 +141,24 @@ impl<V> BoundedCache<V> {
         if self.limits.max_entries == 0 || size > self.limits.max_bytes {
             return value;
         }
-        self.remove(key);
+        // The same token again, or (never seen in practice: a 64-bit keyed digest) another
+        // token with the same digest: either way the new entry takes the place.
+        let digest = self.digest(key);
+        self.remove_digest(digest);
         while self.map.len() >= self.limits.max_entries || self.bytes + size > self.limits.max_bytes
         {
             if !self.evict_oldest() {
                 break;
             }
         }
-        let key: Rc<str> = Rc::from(key);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order.push_back((Rc::clone(&key), seq));
+        self.order.push_back((digest, seq));
         self.bytes += size;
         self.map.insert(
-            key,
+            digest,
             Slot {
+                key: key.into(),
                 value: Rc::clone(&value),
                 expires_at,
                 size,
@@ -103,15 +169,15 @@ impl<V> BoundedCache<V> {
         if self.order.len() > 2 * self.limits.max_entries + 16 {
             let map = &self.map;
             self.order
-                .retain(|(k, seq)| map.get(k).is_some_and(|slot| slot.seq == *seq));
+                .retain(|(d, seq)| map.get(d).is_some_and(|slot| slot.seq == *seq));
         }
         value
     }
 
     fn evict_oldest(&mut self) -> bool {
-        while let Some((key, seq)) = self.order.pop_front() {
-            if self.map.get(&key).is_some_and(|slot| slot.seq == seq) {
-                self.remove(&key);
+        while let Some((digest, seq)) = self.order.pop_front() {
+            if self.map.get(&digest).is_some_and(|slot| slot.seq == seq) {
+                self.remove_digest(digest);
                 return true;
             }
         }
@@ -186,5 +252,34 @@ mod tests {
         c.insert("third", 1, 10, 100);
         assert_eq!(c.len(), 2);
         assert_eq!(c.get("same", 0), None);
+    }
+
+    #[test]
+    fn a_token_is_found_only_by_the_same_bytes() {
+        let mut c = cache(10, 100_000);
+        let token = "a".repeat(300);
+        c.insert(&token, 7, 0, 100);
+        assert_eq!(c.get(&token.clone(), 0).as_deref(), Some(&7));
+        let mut other = token.clone();
+        other.replace_range(299.., "b");
+        assert_eq!(c.get(&other, 0), None);
+        assert_eq!(c.get(&token[..299], 0), None);
+        c.remove(&other);
+        assert_eq!(c.len(), 1, "removing another token leaves the entry");
+    }
+
+    #[test]
+    fn keys_that_share_a_digest_replace_each_other() {
+        // Same length and tail, different start: the same digest, and never confused.
+        let tail = "t".repeat(DIGEST_TAIL);
+        let (a, b) = (format!("a{}", tail), format!("b{}", tail));
+        let mut c = cache(10, 100_000);
+        c.insert(&a, 1, 0, 100);
+        assert_eq!(c.get(&b, 0), None);
+        c.insert(&b, 2, 0, 100);
+        assert_eq!(c.get(&a, 0), None);
+        assert_eq!(c.get(&b, 0).as_deref(), Some(&2));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.bytes(), b.len() + ENTRY_OVERHEAD);
     }
 }

@@ -113,7 +113,7 @@ pub fn extract<'a>(
 }
 
 fn is_token_text(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+    !s.is_empty() && crate::scan::visible_ascii(s.as_bytes())
 }
 
 fn from_header<'a>(
@@ -130,13 +130,15 @@ fn from_header<'a>(
     }
     // Envoy folds repeated inline headers (Authorization is one) into a single value joined
     // by commas; no token contains a comma.
-    if raw.contains(&b',') {
+    if crate::scan::contains(raw, b',') {
         return Err(ExtractError::Repeated(format!("{} header", name)));
     }
     let what = || format!("the {} header", name);
-    let value = std::str::from_utf8(raw)
-        .map_err(|_| ExtractError::NotVisibleAscii(what()))?
-        .trim_matches(' ');
+    let value = match crate::scan::ascii_str(raw) {
+        Some(text) => text,
+        None => std::str::from_utf8(raw).map_err(|_| ExtractError::NotVisibleAscii(what()))?,
+    }
+    .trim_matches(' ');
     let token = match prefix {
         None => value,
         Some(prefix) => {

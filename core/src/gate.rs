@@ -29,7 +29,12 @@ impl<'a> Request<'a> {
 
     /// The first value of a header, lossily decoded.
     pub fn header(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.headers.get(name).map(String::from_utf8_lossy)
+        self.headers
+            .get(name)
+            .map(|raw| match crate::scan::ascii_str(raw) {
+                Some(text) => Cow::Borrowed(text),
+                None => String::from_utf8_lossy(raw),
+            })
     }
 }
 
@@ -145,6 +150,9 @@ pub struct Gate {
     views: Vec<Option<KeyView>>,
     /// Per provider with introspection, keyed by the token's hex SHA-256.
     introspected: Vec<Option<BoundedCache<IntrospectionEntry>>>,
+    /// Whether allowed decisions carry a `detail` (formatting it is a good part of a cache
+    /// hit's work, and only a trace log reads it).
+    describe_allowed: bool,
 }
 
 /// How long a failed introspection is answered from the cache (503) before a new callout.
@@ -175,7 +183,14 @@ impl Gate {
             cache,
             views,
             introspected,
+            describe_allowed: true,
         }
+    }
+
+    /// Whether allowed decisions get a `detail` (on by default; the filter turns it off
+    /// unless Envoy logs at trace level).
+    pub fn describe_allowed(&mut self, on: bool) {
+        self.describe_allowed = on;
     }
 
     /// Stores an introspection answer (or failure) for the token with this key.
@@ -452,10 +467,12 @@ impl Gate {
             ));
         }
         decision.upstream_headers = forwarded_headers(settings, &verified);
-        decision.detail = format!(
-            "token of provider {} accepted (kid {:?})",
-            provider.name, verified.kid
-        );
+        if self.describe_allowed {
+            decision.detail = format!(
+                "token of provider {} accepted (kid {:?})",
+                provider.name, verified.kid
+            );
+        }
         Verdict::Decided(finish_allowed(decision, settings))
     }
 }

@@ -108,7 +108,7 @@ pub struct Jwt<'t> {
 
 /// Whether a token looks like a JWT (three dot-separated parts) rather than an opaque token.
 pub fn looks_like_jwt(token: &str) -> bool {
-    token.bytes().filter(|b| *b == b'.').count() == 2
+    crate::scan::count(token.as_bytes(), b'.') == 2
 }
 
 /// Parses a compact JWS. No signature, time, issuer or audience check happens here.

@@ -26,5 +26,6 @@ pub mod policy;
 pub mod principal;
 pub mod remote;
 pub mod rsa;
+pub mod scan;
 pub mod settings;
 pub mod verify;
