@@ -953,6 +953,52 @@ fn header_value(value: &Value) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A gate with one provider holding an inline HS256 key, and a token it accepts.
+    fn hs256_gate_and_token() -> (Gate, String) {
+        let secret = b"a test secret of thirty-two bytes";
+        let config = format!(
+            r#"{{"providers": {{"p": {{"issuer": "https://issuer.test", "audiences": ["api"],
+                "jwks": {{"keys": [{{"kty": "oct", "kid": "k1", "alg": "HS256", "k": "{}"}}]}}}}}},
+              "default": "authenticated"}}"#,
+            crate::b64::encode(secret)
+        );
+        let (settings, _) = crate::settings::compile_str(&config).unwrap();
+        let header = crate::b64::encode(br#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#);
+        let payload = crate::b64::encode(
+            br#"{"iss":"https://issuer.test","aud":"api","sub":"u1","exp":4000000000}"#,
+        );
+        let input = format!("{}.{}", header, payload);
+        let sig = crate::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), secret));
+        (Gate::new(settings), format!("{}.{}", input, sig))
+    }
+
+    #[test]
+    fn allowed_decisions_carry_a_detail_only_when_asked() {
+        let (mut gate, token) = hs256_gate_and_token();
+        let headers = HeaderMap::from_pairs([
+            (":method", "GET".to_string()),
+            (":path", "/".to_string()),
+            (":authority", "api.test".to_string()),
+            ("authorization", format!("Bearer {}", token)),
+        ]);
+        let decide = |gate: &mut Gate| match gate.evaluate(&Request::new(&headers), 1_000_000, true)
+        {
+            Verdict::Decided(d) => {
+                assert_eq!(d.outcome, Outcome::Allowed);
+                d.detail
+            }
+            Verdict::Wait(_) => panic!("inline keys never wait"),
+        };
+        assert!(
+            decide(&mut gate).contains("accepted"),
+            "described by default"
+        );
+        gate.describe_allowed(false);
+        assert_eq!(decide(&mut gate), "", "a cache hit, undescribed");
+        gate.describe_allowed(true);
+        assert!(decide(&mut gate).contains("provider p"));
+    }
+
     #[test]
     fn ports_are_stripped_from_the_authority() {
         assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
