@@ -164,8 +164,9 @@ fuzz:
 # CPU 1. BENCH_ARGS, e.g. "--rounds 5 --seconds 20".
 BENCH_ARGS ?=
 bench: build $(ENVOY_STAMP)
-	@command -v wrk >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null
-	@command -v wat2wasm >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wabt >/dev/null
+	@command -v wrk >/dev/null 2>&1 && command -v wat2wasm >/dev/null 2>&1 || { \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk wabt >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk wabt >/dev/null; }; }
 	@mkdir -p target/bench && wat2wasm dev/floor.wat -o target/bench/floor.wasm
 	$(CARGO) build --release -p tokengate-devidp -p tokengate-testkit --bin devidp --bin benchgen
 	$(PYTHON) dev/bench.py $(BENCH_ARGS)
