@@ -1,6 +1,7 @@
 //! JWS signature algorithms (RFC 7518) that tokengate can verify.
 
 use std::fmt;
+use tokengate_crypto::rsa::RsaAlg;
 
 /// A JWS `alg` value tokengate knows how to verify. `none` is deliberately absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,43 +31,23 @@ pub enum KeyFamily {
     Hmac,
 }
 
-/// Elliptic curves of the ES* algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Curve {
-    P256,
-    P384,
-    P521,
-}
-
-impl Curve {
-    /// Size in bytes of one coordinate (and of `r` and `s` in a JOSE signature).
-    pub fn coordinate_len(self) -> usize {
-        match self {
-            Curve::P256 => 32,
-            Curve::P384 => 48,
-            Curve::P521 => 66,
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Curve> {
-        match name {
-            "P-256" => Some(Curve::P256),
-            "P-384" => Some(Curve::P384),
-            "P-521" => Some(Curve::P521),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Curve::P256 => "P-256",
-            Curve::P384 => "P-384",
-            Curve::P521 => "P-521",
-        }
-    }
-}
+/// Elliptic curves of the ES* algorithms (defined with the arithmetic that uses them).
+pub use tokengate_crypto::Curve;
 
 impl Alg {
+    /// The RSA scheme of an RS*/PS* algorithm.
+    pub fn rsa(self) -> Option<RsaAlg> {
+        Some(match self {
+            Alg::Rs256 => RsaAlg::Rs256,
+            Alg::Rs384 => RsaAlg::Rs384,
+            Alg::Rs512 => RsaAlg::Rs512,
+            Alg::Ps256 => RsaAlg::Ps256,
+            Alg::Ps384 => RsaAlg::Ps384,
+            Alg::Ps512 => RsaAlg::Ps512,
+            _ => return None,
+        })
+    }
+
     pub const ALL: [Alg; 13] = [
         Alg::Rs256,
         Alg::Rs384,

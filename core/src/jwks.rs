@@ -6,11 +6,11 @@
 
 use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
 use crate::b64;
-use crate::ecdsa::EcdsaVerifier;
-use crate::rsa::RsaVerifier;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::rc::Rc;
+use tokengate_crypto::ecdsa::EcdsaVerifier;
+use tokengate_crypto::rsa::RsaVerifier;
 
 /// What a key set may contain.
 #[derive(Debug, Clone, Copy)]

@@ -168,7 +168,7 @@ fn signature_matches(key: &VerifyKey, jwt: &Jwt<'_>) -> bool {
     let input = jwt.signing_input.as_bytes();
     let sig = jwt.signature.as_slice();
     match key {
-        VerifyKey::Rsa { alg, key } => key.verify(*alg, input, sig),
+        VerifyKey::Rsa { alg, key } => alg.rsa().is_some_and(|a| key.verify(a, input, sig)),
         VerifyKey::Ecdsa(k) => k.verify(input, sig),
         VerifyKey::EdDsa(k) => {
             ed25519_compact::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())

@@ -4,8 +4,8 @@
 //! own ES256/ES384/ES512 verifier. See tests/data/wycheproof/README.md.
 
 use serde_json::Value;
-use tokengate_core::alg::Curve;
-use tokengate_core::ecdsa::EcdsaVerifier;
+use tokengate_crypto::ecdsa::EcdsaVerifier;
+use tokengate_crypto::Curve;
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())

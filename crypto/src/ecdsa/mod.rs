@@ -16,7 +16,7 @@ mod curves;
 mod field;
 mod point;
 
-use crate::alg::Curve;
+use crate::Curve;
 use curves::{CurveParams, P256, P384, P521};
 use field::{from_be_bytes, is_zero, lt, scalar, Fe, Limbs};
 use point::{double_scalar_mul, Affine, CombTable};
