@@ -138,3 +138,22 @@ fn a_disabled_cache_verifies_every_time() {
     }
     assert_eq!(envoy.counter("wasmcustom.tokengate.jwt_cache.misses"), 3);
 }
+
+#[test]
+fn allowed_requests_are_logged_at_trace_level_with_provider_and_kid() {
+    // The filter formats this detail only when Envoy's wasm log level is trace (the tests'
+    // default): on a cache miss and on a hit alike.
+    let key = SigningKey::rsa("RS256", "trace-kid");
+    let envoy = start(&key, json!({}));
+    let token = key.sign(&claims(ISS, &["api"], json!({})));
+    for _ in 0..2 {
+        expect::passed(&envoy.get_with_token("/x", &token));
+    }
+    assert_eq!(envoy.counter("wasmcustom.tokengate.jwt_cache.hits"), 1);
+    let lines = envoy
+        .log()
+        .lines()
+        .filter(|l| l.contains("token of provider main accepted (kid Some(\"trace-kid\"))"))
+        .count();
+    assert_eq!(lines, 2, "one trace line per allowed request");
+}
