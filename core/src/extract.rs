@@ -134,11 +134,9 @@ fn from_header<'a>(
         return Err(ExtractError::Repeated(format!("{} header", name)));
     }
     let what = || format!("the {} header", name);
-    let value = match crate::scan::ascii_str(raw) {
-        Some(text) => text,
-        None => std::str::from_utf8(raw).map_err(|_| ExtractError::NotVisibleAscii(what()))?,
-    }
-    .trim_matches(' ');
+    let value = crate::scan::utf8(raw)
+        .map_err(|_| ExtractError::NotVisibleAscii(what()))?
+        .trim_matches(' ');
     let token = match prefix {
         None => value,
         Some(prefix) => {

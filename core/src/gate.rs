@@ -31,9 +31,9 @@ impl<'a> Request<'a> {
     pub fn header(&self, name: &str) -> Option<Cow<'a, str>> {
         self.headers
             .get(name)
-            .map(|raw| match crate::scan::ascii_str(raw) {
-                Some(text) => Cow::Borrowed(text),
-                None => String::from_utf8_lossy(raw),
+            .map(|raw| match crate::scan::utf8(raw) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(raw),
             })
     }
 }
