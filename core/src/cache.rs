@@ -102,13 +102,18 @@ impl<V> BoundedCache<V> {
         hasher.finish()
     }
 
+    /// The slot holding exactly `key`, with its digest.
+    fn lookup(&self, key: &str) -> Option<(u64, &Slot<V>)> {
+        let digest = self.digest(key);
+        self.map
+            .get(&digest)
+            .filter(|slot| scan::same(slot.key.as_bytes(), key.as_bytes()))
+            .map(|slot| (digest, slot))
+    }
+
     /// The entry for `key` if it has not expired at `now` (an expired one is removed).
     pub fn get(&mut self, key: &str, now: u64) -> Option<Rc<V>> {
-        let digest = self.digest(key);
-        let slot = self.map.get(&digest)?;
-        if !scan::same(slot.key.as_bytes(), key.as_bytes()) {
-            return None;
-        }
+        let (digest, slot) = self.lookup(key)?;
         if now < slot.expires_at {
             return Some(Rc::clone(&slot.value));
         }
@@ -117,12 +122,7 @@ impl<V> BoundedCache<V> {
     }
 
     pub fn remove(&mut self, key: &str) {
-        let digest = self.digest(key);
-        if self
-            .map
-            .get(&digest)
-            .is_some_and(|slot| scan::same(slot.key.as_bytes(), key.as_bytes()))
-        {
+        if let Some((digest, _)) = self.lookup(key) {
             self.remove_digest(digest);
         }
     }
