@@ -1,6 +1,7 @@
 //! The dev IdP: what a proxy sees of ZITADEL (discovery, JWKS, client_credentials tokens,
 //! introspection, revocation), plus a control API for tests: key rotation, fault modes per
-//! endpoint and hit counters.
+//! endpoint, hit counters, a lagging introspection clock and discovery overrides. Like a
+//! certified provider it refuses a replayed private_key_jwt client assertion (`jti`).
 
 use crate::httpd::{self, Reply, Request, Response};
 use crate::jose::{self, b64, SigningKey};
@@ -131,6 +132,13 @@ pub enum Fault {
     Oversized,
     /// The right answer, this many milliseconds late.
     Slow(u64),
+    /// Once: the client is authenticated as usual (a private_key_jwt assertion's `jti` is
+    /// spent), then the request is answered 400 `unauthorized_client`; the fault then clears
+    /// itself.
+    RejectOnce,
+    /// 400 whose `error` and `error_description` echo the `token` form field that was sent,
+    /// as an IdP that puts what it got into its error text.
+    EchoError,
 }
 
 impl Fault {
@@ -141,6 +149,8 @@ impl Fault {
             "garbage" => Fault::Garbage,
             "oversized" => Fault::Oversized,
             "slow" => Fault::Slow(delay_ms),
+            "reject_once" => Fault::RejectOnce,
+            "echo_error" => Fault::EchoError,
             _ => return None,
         })
     }
@@ -167,6 +177,14 @@ struct State {
     jwks_max_age: u64,
     issued: HashMap<String, Issued>,
     next_jti: u64,
+    /// `(client_id, jti)` of every accepted client assertion -> its `exp`; a second use
+    /// before then is a replay.
+    spent_assertions: HashMap<(String, String), u64>,
+    /// How many seconds the IdP's clock runs behind: introspection judges expiry by
+    /// `now() - clock_lag`.
+    clock_lag: u64,
+    /// Discovery members replaced by tests.
+    discovery_overrides: BTreeMap<String, String>,
 }
 
 /// The IdP's state and request handling. Cheap to share (`Arc`).
@@ -238,6 +256,9 @@ impl Idp {
             jwks_max_age: config.jwks_max_age_seconds,
             issued: HashMap::new(),
             next_jti: 283_500_000_000_000_000,
+            spent_assertions: HashMap::new(),
+            clock_lag: 0,
+            discovery_overrides: BTreeMap::new(),
         };
         let idp = Idp {
             config,
@@ -330,6 +351,31 @@ impl Idp {
 
     pub fn set_jwks_max_age(&self, seconds: u64) {
         self.state().jwks_max_age = seconds;
+    }
+
+    /// The IdP's clock runs `seconds` behind: introspection answers a token active until its
+    /// `exp` has passed on that lagging clock (a token that expired a few seconds ago by the
+    /// proxy's clock is still active). Minting and client assertions keep the true time.
+    pub fn set_clock_lag(&self, seconds: u64) {
+        self.state().clock_lag = seconds;
+    }
+
+    pub fn clock_lag(&self) -> u64 {
+        self.state().clock_lag
+    }
+
+    /// Replaces the discovery member `field` (e.g. `jwks_uri`, `introspection_endpoint`) with
+    /// `value`, or adds it; `None` puts the normal value back.
+    pub fn set_discovery_override(&self, field: &str, value: Option<String>) {
+        let mut st = self.state();
+        match value {
+            Some(v) => st.discovery_overrides.insert(field.to_owned(), v),
+            None => st.discovery_overrides.remove(field),
+        };
+    }
+
+    pub fn clear_discovery_overrides(&self) {
+        self.state().discovery_overrides.clear();
     }
 
     pub fn jwks(&self) -> Value {
@@ -442,7 +488,8 @@ impl Idp {
     fn active_claims(&self, token: &str) -> Option<Value> {
         let st = self.state();
         let issued = st.issued.get(token)?;
-        if issued.revoked || issued.claims["exp"].as_u64().unwrap_or(0) <= now() {
+        let idp_now = now().saturating_sub(st.clock_lag);
+        if issued.revoked || issued.claims["exp"].as_u64().unwrap_or(0) <= idp_now {
             return None;
         }
         if let Some(kid) = &issued.kid {
@@ -484,6 +531,22 @@ impl Idp {
                 body["padding"] = json!(padding);
                 return Reply::Respond(Response::json(200, &body));
             }
+            Some(Fault::RejectOnce) => {
+                self.set_fault(endpoint, None);
+                // Spends the assertion's jti like a real refusal after authentication would.
+                let _ = self.authenticate_client(req);
+                return Reply::Respond(Response::json(
+                    400,
+                    &json!({"error": "unauthorized_client", "error_description": "client assertion refused (fault reject_once)"}),
+                ));
+            }
+            Some(Fault::EchoError) => {
+                let token = req.form().get("token").cloned().unwrap_or_default();
+                return Reply::Respond(Response::json(
+                    400,
+                    &json!({"error": format!("invalid_request token={}", token), "error_description": token}),
+                ));
+            }
             _ => self.endpoint(endpoint, req),
         };
         if let Some(Fault::Slow(ms)) = fault {
@@ -510,7 +573,7 @@ impl Idp {
 
     pub fn discovery(&self) -> Value {
         let url = |e: Endpoint| format!("{}{}", self.issuer, e.path());
-        json!({
+        let mut document = json!({
             "issuer": self.issuer,
             "authorization_endpoint": format!("{}/oauth/v2/authorize", self.issuer),
             "token_endpoint": url(Endpoint::Token),
@@ -526,7 +589,11 @@ impl Idp {
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
             "introspection_endpoint_auth_signing_alg_values_supported": ["RS256"],
-        })
+        });
+        for (field, value) in &self.state().discovery_overrides {
+            document[field.as_str()] = json!(value);
+        }
+        document
     }
 
     /// Client authentication as ZITADEL does it: Basic (form-urlencoded id and secret) or a
@@ -591,11 +658,28 @@ impl Idp {
                     && claims["exp"].as_u64().unwrap_or(0) > now + 1
                     && iat <= now + 1
                     && iat + 3600 >= now;
-                if valid {
-                    Ok(client)
-                } else {
-                    Err(bad("unauthorized_client", ""))
+                if !valid {
+                    return Err(bad("unauthorized_client", ""));
                 }
+                // RFC 7523 3 (7): a jti is used once; OIDC Core 9: an assertion is single-use.
+                let Some(jti) = claims["jti"].as_str().filter(|j| !j.is_empty()) else {
+                    return Err(bad(
+                        "unauthorized_client",
+                        "the client assertion has no jti",
+                    ));
+                };
+                let exp = claims["exp"].as_u64().unwrap_or(0);
+                let mut st = self.state();
+                st.spent_assertions.retain(|_, until| *until >= now);
+                let key = (id.to_owned(), jti.to_owned());
+                if st.spent_assertions.contains_key(&key) {
+                    return Err(bad(
+                        "unauthorized_client",
+                        "the client assertion was already used (jti replayed)",
+                    ));
+                }
+                st.spent_assertions.insert(key, exp);
+                Ok(client)
             }
         }
     }
@@ -700,6 +784,14 @@ impl Idp {
     }
 
     /// `/control/...`: what tests and `make demo` use to steer the IdP.
+    ///
+    /// - `POST rotate?keep_old=BOOL`, `POST keys/es256?activate=BOOL` -> `{"kid"}`
+    /// - `POST fault {"endpoint", "mode": down|500|garbage|oversized|slow|reject_once|echo_error|none, "delay_ms"}`
+    /// - `GET hits`, `POST hits/reset`
+    /// - `POST jwks-max-age?seconds=N`
+    /// - `POST clock-lag?seconds=N`: the IdP's clock runs N s behind for introspection
+    /// - `POST discovery {"field", "value": STRING or null}`, `POST discovery/reset`
+    /// - `POST mint {"client_id", "claims", "opaque"}` -> `{"access_token"}`, `POST revoke {"token"}`
     fn control(&self, what: &str, req: &Request) -> Response {
         let q = req.query_params();
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
@@ -731,7 +823,7 @@ impl Idp {
                             }
                             None => Response::json(
                                 400,
-                                &json!({"error": "mode must be down, 500, garbage, oversized, slow or none"}),
+                                &json!({"error": "mode must be down, 500, garbage, oversized, slow, reject_once, echo_error or none"}),
                             ),
                         }
                     }
@@ -746,6 +838,27 @@ impl Idp {
             }
             ("POST", "hits/reset") => {
                 self.reset_hits();
+                Response::json(200, &json!({}))
+            }
+            ("POST", "clock-lag") => match q.get("seconds").and_then(|s| s.parse().ok()) {
+                Some(s) => {
+                    self.set_clock_lag(s);
+                    Response::json(200, &json!({}))
+                }
+                None => Response::json(400, &json!({"error": "seconds=N needed"})),
+            },
+            ("POST", "discovery") => match body["field"].as_str() {
+                Some(field) if body["value"].is_string() || body["value"].is_null() => {
+                    self.set_discovery_override(field, body["value"].as_str().map(str::to_owned));
+                    Response::json(200, &json!({}))
+                }
+                _ => Response::json(
+                    400,
+                    &json!({"error": "{\"field\": NAME, \"value\": STRING or null} needed"}),
+                ),
+            },
+            ("POST", "discovery/reset") => {
+                self.clear_discovery_overrides();
                 Response::json(200, &json!({}))
             }
             ("POST", "jwks-max-age") => match q.get("seconds").and_then(|s| s.parse().ok()) {

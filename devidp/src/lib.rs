@@ -2,8 +2,9 @@
 //!
 //! It answers what a proxy sees of ZITADEL: discovery, `/oauth/v2/keys`, client_credentials
 //! tokens (JWT or opaque per client), introspection (Basic or private_key_jwt with a ZITADEL
-//! application key file) and revocation; and a `/control/` API to rotate keys, inject faults
-//! per endpoint and count hits. It listens on loopback only and is not for production.
+//! application key file; each assertion `jti` once) and revocation; and a `/control/` API to
+//! rotate keys, inject faults per endpoint, count hits, set the introspection clock back and
+//! override discovery members. It listens on loopback only and is not for production.
 
 pub mod httpd;
 pub mod idp;

@@ -147,9 +147,17 @@ fn introspection_with_basic_auth() {
     );
 }
 
-#[test]
-fn introspection_with_private_key_jwt() {
-    let dir = std::env::temp_dir().join(format!("devidp-keyfile-{}", std::process::id()));
+/// An IdP with `svc` (secret `a`) and `api-jwt` (private_key_jwt with a fresh key file), and
+/// the key that signs `api-jwt`'s assertions.
+fn start_with_key_client() -> (RunningIdp, SigningKey) {
+    let dir = std::env::temp_dir().join(format!(
+        "devidp-keyfile-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("key.json");
     let file = devidp::idp::new_key_file("api-jwt", "81693565968962154");
@@ -158,27 +166,184 @@ fn introspection_with_private_key_jwt() {
     api.client_secret = None;
     api.key_file = Some(path.display().to_string());
     let idp = start(vec![client("svc", "a"), api]);
-    let token = token_for(&idp, "svc", "a");
+    let _ = std::fs::remove_dir_all(&dir);
     let key = SigningKey::rsa_from_pem("RS256", "81693565968962154", file["key"].as_str().unwrap())
         .unwrap();
+    (idp, key)
+}
+
+fn assertion_claims(idp: &RunningIdp, jti: Option<&str>) -> Value {
     let now = devidp::idp::now();
-    let assertion = key.sign(&json!({"iss": "api-jwt", "sub": "api-jwt", "aud": idp.issuer(), "iat": now, "exp": now + 60, "jti": "1"}));
+    let mut claims = json!({"iss": "api-jwt", "sub": "api-jwt", "aud": idp.issuer(), "iat": now, "exp": now + 60});
+    if let Some(jti) = jti {
+        claims["jti"] = json!(jti);
+    }
+    claims
+}
+
+fn introspect_with_assertion(idp: &RunningIdp, assertion: &str, token: &str) -> Response {
     let form = format!(
         "client_assertion_type={}&client_assertion={}&token={}",
         form_encode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
         assertion,
-        token
+        form_encode(token)
     );
-    let r = post(&idp, "/oauth/v2/introspect", None, &form);
+    post(idp, "/oauth/v2/introspect", None, &form)
+}
+
+#[test]
+fn introspection_with_private_key_jwt() {
+    let (idp, key) = start_with_key_client();
+    let token = token_for(&idp, "svc", "a");
+    let assertion = key.sign(&assertion_claims(&idp, Some("1")));
+    let r = introspect_with_assertion(&idp, &assertion, &token);
     assert_eq!(r.json()["active"], true, "{}", r.body);
-    let wrong_aud = key.sign(&json!({"iss": "api-jwt", "sub": "api-jwt", "aud": "https://elsewhere", "iat": now, "exp": now + 60}));
-    let form = format!(
-        "client_assertion_type={}&client_assertion={}&token={}",
-        form_encode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-        wrong_aud,
-        token
+    let mut wrong_aud = assertion_claims(&idp, Some("2"));
+    wrong_aud["aud"] = json!("https://elsewhere");
+    let r = introspect_with_assertion(&idp, &key.sign(&wrong_aud), &token);
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn a_replayed_client_assertion_jti_is_refused_and_a_fresh_one_accepted() {
+    let (idp, key) = start_with_key_client();
+    let token = token_for(&idp, "svc", "a");
+    let first = key.sign(&assertion_claims(&idp, Some("jti-1")));
+    assert_eq!(
+        introspect_with_assertion(&idp, &first, &token).json()["active"],
+        true
     );
-    assert_eq!(post(&idp, "/oauth/v2/introspect", None, &form).status, 400);
+    // The same assertion again, and another assertion with the same jti: both replays.
+    for replay in [
+        first.clone(),
+        key.sign(&assertion_claims(&idp, Some("jti-1"))),
+    ] {
+        let r = introspect_with_assertion(&idp, &replay, &token);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.json()["error"], "unauthorized_client");
+        assert!(r.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"));
+    }
+    let fresh = key.sign(&assertion_claims(&idp, Some("jti-2")));
+    let r = introspect_with_assertion(&idp, &fresh, &token);
+    assert_eq!(r.json()["active"], true, "{}", r.body);
+    let without_jti = key.sign(&assertion_claims(&idp, None));
+    let r = introspect_with_assertion(&idp, &without_jti, &token);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"], "unauthorized_client");
+    assert!(r.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("no jti"));
+}
+
+#[test]
+fn a_lagging_clock_answers_a_just_expired_token_active() {
+    let idp = start(vec![client("svc", "a"), client("api", "b")]);
+    let api = basic("api", "b");
+    let exp = devidp::idp::now() - 5;
+    let expired = idp.idp().mint("svc", &json!({ "exp": exp }), None).unwrap();
+    assert_eq!(introspect(&idp, &api, &expired).json()["active"], false);
+    let r = post(&idp, "/control/clock-lag?seconds=30", None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(idp.idp().clock_lag(), 30);
+    let answer = introspect(&idp, &api, &expired).json();
+    assert_eq!(answer["active"], true);
+    assert_eq!(answer["exp"], exp);
+    let long_expired = idp
+        .idp()
+        .mint("svc", &json!({"exp": devidp::idp::now() - 200}), None)
+        .unwrap();
+    assert_eq!(
+        introspect(&idp, &api, &long_expired).json()["active"],
+        false
+    );
+    idp.idp().set_clock_lag(0);
+    assert_eq!(introspect(&idp, &api, &expired).json()["active"], false);
+}
+
+#[test]
+fn reject_once_refuses_one_introspection_and_spends_its_assertion() {
+    let (idp, key) = start_with_key_client();
+    let token = token_for(&idp, "svc", "a");
+    let r = post(
+        &idp,
+        "/control/fault",
+        None,
+        r#"{"endpoint": "introspect", "mode": "reject_once"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let first = key.sign(&assertion_claims(&idp, Some("a-1")));
+    let r = introspect_with_assertion(&idp, &first, &token);
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("unauthorized_client"))
+    );
+    // The refused assertion is spent; a new one passes, the fault having cleared itself.
+    let r = introspect_with_assertion(&idp, &first, &token);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let second = key.sign(&assertion_claims(&idp, Some("a-2")));
+    let r = introspect_with_assertion(&idp, &second, &token);
+    assert_eq!(r.json()["active"], true, "{}", r.body);
+    assert_eq!(idp.idp().hits(Endpoint::Introspect), 3);
+}
+
+#[test]
+fn echo_error_puts_the_sent_token_into_the_error_text() {
+    let idp = start(vec![client("svc", "a"), client("api", "b")]);
+    let token = token_for(&idp, "svc", "a");
+    idp.idp()
+        .set_fault(Endpoint::Introspect, Some(Fault::EchoError));
+    let r = introspect(&idp, &basic("api", "b"), &token);
+    assert_eq!(r.status, 400);
+    let body = r.json();
+    assert_eq!(body["error"], format!("invalid_request token={}", token));
+    assert_eq!(body["error_description"], token);
+    idp.idp().set_fault(Endpoint::Introspect, None);
+    assert_eq!(
+        introspect(&idp, &basic("api", "b"), &token).json()["active"],
+        true
+    );
+}
+
+#[test]
+fn discovery_members_can_be_overridden_and_put_back() {
+    let idp = start(vec![]);
+    let discovery = || http::get(idp.port(), "/.well-known/openid-configuration", &[]).json();
+    idp.idp()
+        .set_discovery_override("jwks_uri", Some("https://evil.example/keys".into()));
+    let r = post(
+        &idp,
+        "/control/discovery",
+        None,
+        r#"{"field": "introspection_endpoint", "value": "http://127.0.0.2:1/introspect"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = discovery();
+    assert_eq!(d["jwks_uri"], "https://evil.example/keys");
+    assert_eq!(d["introspection_endpoint"], "http://127.0.0.2:1/introspect");
+    assert_eq!(d["issuer"], idp.issuer());
+    idp.idp().set_discovery_override("jwks_uri", None);
+    assert_eq!(
+        discovery()["jwks_uri"],
+        format!("{}/oauth/v2/keys", idp.issuer())
+    );
+    post(
+        &idp,
+        "/control/discovery",
+        None,
+        r#"{"field": "introspection_endpoint", "value": null}"#,
+    );
+    assert_eq!(
+        discovery()["introspection_endpoint"],
+        format!("{}/oauth/v2/introspect", idp.issuer())
+    );
+    assert_eq!(
+        post(&idp, "/control/discovery", None, r#"{"value": "x"}"#).status,
+        400
+    );
 }
 
 #[test]
