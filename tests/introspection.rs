@@ -397,3 +397,139 @@ fn an_opaque_token_gets_503_when_discovery_never_answers() {
         "the wait is bounded by the introspection timeout"
     );
 }
+
+// Issue 12, defect 1: private_key_jwt signs a fresh client assertion for every callout, as
+// OIDC Core 9 requires; the dev IdP refuses a replayed assertion jti (RFC 7523 3).
+
+fn private_key_jwt() -> Value {
+    json!({"client_id": null, "client_secret_env": null, "key_file_env": "TOKENGATE_KEY_FILE"})
+}
+
+#[test]
+fn private_key_jwt_signs_a_fresh_assertion_for_every_callout() {
+    let setup = start_idp();
+    let envoy = start_envoy(&setup, private_key_jwt(), SECRET);
+    for (i, t) in (0..3).map(|_| token(&setup, "opaque-admin")).enumerate() {
+        let r = envoy.get_with_token("/admin", &t);
+        assert!(
+            r.reached_upstream(),
+            "opaque token {} of 3 (a callout each): {} {}",
+            i + 1,
+            r.status,
+            r.body
+        );
+    }
+    assert_eq!(introspections(&setup), 3, "one callout per new token");
+    assert_eq!(
+        envoy.counter("wasmcustom.tokengate.introspection.zitadel.failure.client_rejected"),
+        0
+    );
+}
+
+#[test]
+fn private_key_jwt_retries_once_with_a_new_assertion_when_refused() {
+    let setup = start_idp();
+    let envoy = start_envoy(&setup, private_key_jwt(), SECRET);
+    // The next introspection is refused (400 unauthorized_client) after its assertion's jti
+    // is spent: only a retry with a new assertion can pass.
+    setup
+        .idp
+        .idp()
+        .set_fault(Endpoint::Introspect, Some(Fault::RejectOnce));
+    let r = envoy.get_with_token("/admin", &token(&setup, "opaque-admin"));
+    expect::passed(&r);
+    assert_eq!(introspections(&setup), 2, "the refused call and one retry");
+    assert_eq!(
+        envoy.counter("wasmcustom.tokengate.introspection.zitadel.failure.client_rejected"),
+        0,
+        "one refusal is not a misconfiguration"
+    );
+}
+
+// Issue 12, defect 2: an active introspection answer is judged by the same time rules as a
+// JWT (clock skew, default 60 s), and an unusable answer makes no new callout for the token.
+
+#[test]
+fn introspection_answer_expired_within_the_clock_skew_is_accepted() {
+    let setup = start_idp();
+    // The IdP's clock runs 30 s behind ours: it still calls a token active that expired 5 s ago.
+    setup.idp.idp().set_clock_lag(30);
+    let envoy = start_envoy(&setup, json!({}), SECRET);
+    let t = setup
+        .idp
+        .idp()
+        .mint(
+            "opaque-admin",
+            &json!({"exp": devidp::idp::now() - 5}),
+            None,
+        )
+        .unwrap();
+    tokengate_testkit::leaks::register_secret(&t);
+    expect::passed(&envoy.get_with_token("/admin", &t));
+    expect::passed(&envoy.get_with_token("/admin", &t));
+    assert_eq!(introspections(&setup), 1, "the answer is reused");
+}
+
+#[test]
+fn introspection_answer_expired_beyond_the_clock_skew_is_refused_and_not_asked_again() {
+    let setup = start_idp();
+    setup.idp.idp().set_clock_lag(300);
+    let envoy = start_envoy(&setup, json!({"negative_cache_ttl_seconds": 10}), SECRET);
+    let t = setup
+        .idp
+        .idp()
+        .mint(
+            "opaque-admin",
+            &json!({"exp": devidp::idp::now() - 200}),
+            None,
+        )
+        .unwrap();
+    tokengate_testkit::leaks::register_secret(&t);
+    expect::invalid_token(&envoy.get_with_token("/admin", &t), "expired");
+    assert_eq!(introspections(&setup), 1);
+    expect::invalid_token(&envoy.get_with_token("/admin", &t), "expired");
+    assert_eq!(
+        introspections(&setup),
+        1,
+        "no new callout for the token within the negative-cache TTL"
+    );
+}
+
+// Issue 12, defect 7: the error text of a 400/401 from the introspection endpoint is network
+// input; only its status and a known error code reach the log and the 503 body.
+
+#[test]
+fn introspection_endpoint_error_text_never_reaches_the_log_or_the_reply() {
+    let setup = start_idp();
+    let envoy = start_envoy(&setup, json!({}), SECRET);
+    setup
+        .idp
+        .idp()
+        .set_fault(Endpoint::Introspect, Some(Fault::EchoError));
+    // Registered as a secret: the leak check when Envoy stops fails on any log line with it.
+    let t = token(&setup, "opaque-admin");
+    let r = envoy.get_with_token("/admin", &t);
+    assert!(
+        !r.body.contains(&t),
+        "the token came back in the reply: {}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("token="),
+        "IdP text in the reply: {}",
+        r.body
+    );
+    unavailable(&r);
+    let description = r.json()["error_description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        description.contains("400") && description.contains("invalid_request"),
+        "the reply names the status and the error code: {:?}",
+        description
+    );
+    let log = envoy.log();
+    assert!(!log.contains(&t), "the token is in the log");
+    tokengate_testkit::leaks::check(&log).unwrap();
+}
