@@ -524,9 +524,12 @@ fn introspection_endpoint_error_text_never_reaches_the_log_or_the_reply() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    // The echoed `error` ("invalid_request token=...") is not itself a known code: reduced
+    // to its leading code or to `other`, both bounded (spec: "a known ... error code or other").
     assert!(
-        description.contains("400") && description.contains("invalid_request"),
-        "the reply names the status and the error code: {:?}",
+        description.contains("HTTP 400")
+            && (description.contains("invalid_request") || description.contains("other")),
+        "the reply names the status and a bounded error code: {:?}",
         description
     );
     let log = envoy.log();
