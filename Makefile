@@ -1,6 +1,7 @@
 # tokengate: build, test and run the proxy-wasm token filter.
 #
-#   make build   the filter module: target/wasm32-wasip1/release/tokengate.wasm
+#   make build   the filter module: target/wasm32-wasip1/release/tokengate.wasm (or under
+#                $CARGO_TARGET_DIR when set: every build output is read from there)
 #   make test    everything CI runs after lint: unit tests (natively, and the signature
 #                arithmetic again as Wasm in Node's V8), end-to-end tests in a real Envoy,
 #                the JWT conformance corpus, `envoy --mode validate` on envoy/*.yaml
@@ -17,7 +18,17 @@ SHELL := /bin/bash
 
 ENVOY_VERSION := 1.40.0
 WASM_TARGET   := wasm32-wasip1
-WASM          := target/$(WASM_TARGET)/release/tokengate.wasm
+
+# Cargo's target directory: $CARGO_TARGET_DIR when set, else target/. It is made absolute and
+# exported, so that cargo run from another directory (fuzz/), the scripts in dev/ and the tests
+# all read the same build outputs. Scratch directories (target/e2e, bench, profile, oci, fuzz
+# corpora) stay in the repository's target/.
+ifneq ($(strip $(CARGO_TARGET_DIR)),)
+override CARGO_TARGET_DIR := $(abspath $(CARGO_TARGET_DIR))
+export CARGO_TARGET_DIR
+endif
+TARGET_DIR    := $(or $(CARGO_TARGET_DIR),target)
+WASM          := $(TARGET_DIR)/$(WASM_TARGET)/release/tokengate.wasm
 VENV          := .venv
 ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)-2
 PYTHON        ?= python3
@@ -76,11 +87,14 @@ conformance: $(ENVOY_STAMP)
 	TOKENGATE_ENVOY=$(ENVOY_BIN) $(CARGO) test -p tokengate --test conformance -- --nocapture
 
 # Every Envoy config we ship must load in the Envoy we test with (the filter compiles its
-# configuration in validate mode too; the secret is a stand-in).
+# configuration in validate mode too; the secret is a stand-in). The configs name the module
+# as target/...; it is read from where make build put it.
 validate: build $(ENVOY_STAMP)
 	@for f in envoy/*.yaml envoy/*.json; do \
 	  echo "validate $$f"; \
-	  TOKENGATE_INTROSPECTION_SECRET=validate-only $(ENVOY_BIN) --mode validate -c "$$f" -l warning --disable-hot-restart >/dev/null; \
+	  TOKENGATE_INTROSPECTION_SECRET=validate-only $(ENVOY_BIN) --mode validate \
+	    --config-yaml "$$(sed 's#target/$(WASM_TARGET)/release/tokengate.wasm#$(WASM)#' "$$f")" \
+	    -l warning --disable-hot-restart >/dev/null; \
 	done
 
 # Istio manifests against the WasmPlugin CRD, and the JSON Schema against the filter's own
@@ -178,5 +192,5 @@ bench: build $(ENVOY_STAMP)
 profile: rustup-target
 	$(CARGO) build --release -p tokengate-testkit --bin benchgen
 	$(CARGO) build --release --target wasm32-wasip1 -p tokengate-hotpath
-	target/release/benchgen target/profile 1000 1000
-	node --no-warnings --single-threaded-gc dev/hotpath.mjs target/wasm32-wasip1/release/tokengate-hotpath.wasm target/profile
+	$(TARGET_DIR)/release/benchgen target/profile 1000 1000
+	node --no-warnings --single-threaded-gc dev/hotpath.mjs $(TARGET_DIR)/wasm32-wasip1/release/tokengate-hotpath.wasm target/profile

@@ -33,7 +33,9 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "target", "bench")
-WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tokengate.wasm")
+# Build outputs are in Cargo's target directory: $CARGO_TARGET_DIR when set, else target/.
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+WASM = os.path.join(TARGET, "wasm32-wasip1", "release", "tokengate.wasm")
 FLOOR_WASM = os.path.join(WORK, "floor.wasm")  # dev/floor.wat, built by `make bench`
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RS256_TOKENS = 20000
@@ -288,7 +290,7 @@ def start_idp(name="idp"):
     path = os.path.join(WORK, "%s.json" % name)
     json.dump(config, open(path, "w"))
     port = free_port()
-    proc = subprocess.Popen(["taskset", "-c", "1", os.path.join(ROOT, "target", "release", "devidp"), "serve",
+    proc = subprocess.Popen(["taskset", "-c", "1", os.path.join(TARGET, "release", "devidp"), "serve",
                              "--config", path, "--listen", "127.0.0.1:%d" % port], stdout=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -401,7 +403,7 @@ def main():
             sys.exit("%s is missing (make bench installs it)" % tool)
     os.makedirs(WORK, exist_ok=True)
     if not os.path.exists(os.path.join(WORK, "es256.txt")) or sum(1 for _ in open(os.path.join(WORK, "es256.txt"))) != ES256_TOKENS:
-        subprocess.run([os.path.join(ROOT, "target", "release", "benchgen"), WORK, str(RS256_TOKENS), str(ES256_TOKENS)], check=True)
+        subprocess.run([os.path.join(TARGET, "release", "benchgen"), WORK, str(RS256_TOKENS), str(ES256_TOKENS)], check=True)
     idp, idp_port = start_idp()
     tok = lambda name: os.path.join(WORK, name)
 

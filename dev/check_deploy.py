@@ -9,7 +9,8 @@
    (schema/examples/valid, the configurations in envoy/ and deploy/) passes both, every broken
    one (schema/examples/broken) fails both, and the filter names what the example expects.
 
-Needs the .venv made by `make test` (jsonschema, PyYAML) and target/release/tokengate.
+Needs the .venv made by `make test` (jsonschema, PyYAML) and target/release/tokengate (under
+$CARGO_TARGET_DIR when set).
 """
 
 import glob
@@ -23,8 +24,10 @@ import jsonschema
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOKENGATE = os.path.join(ROOT, "target", "release", "tokengate")
-DEVIDP = os.path.join(ROOT, "target", "release", "devidp")
+# Build outputs are in Cargo's target directory: $CARGO_TARGET_DIR when set, else target/.
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+TOKENGATE = os.path.join(TARGET, "release", "tokengate")
+DEVIDP = os.path.join(TARGET, "release", "devidp")
 SCHEMA = json.load(open(os.path.join(ROOT, "schema", "tokengate.schema.json")))
 failures = []
 

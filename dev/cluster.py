@@ -31,7 +31,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, ".run")
 IDP_CONFIG = os.path.join(ROOT, "dev", "idp.json")
 ENVOY_CONFIG = os.path.join(ROOT, "envoy", "local.json")
-DEVIDP = os.path.join(ROOT, "target", "release", "devidp")
+# Build outputs are in Cargo's target directory: $CARGO_TARGET_DIR when set, else target/.
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+DEVIDP = os.path.join(TARGET, "release", "devidp")
+WASM = os.path.join(TARGET, "wasm32-wasip1", "release", "tokengate.wasm")
 IDP = "http://127.0.0.1:9000"
 ECHO = "http://127.0.0.1:9100"
 ENVOY = "http://127.0.0.1:10000"
@@ -106,15 +109,29 @@ def zitadel_mode():
     return bool(os.environ.get("ZITADEL_ISSUER"))
 
 
-def envoy_config_for_zitadel():
-    """envoy/local.json, pointed at a real ZITADEL over TLS instead of the dev IdP."""
-    issuer = os.environ["ZITADEL_ISSUER"].rstrip("/")
-    project = os.environ.get("ZITADEL_PROJECT_ID") or sys.exit("set ZITADEL_PROJECT_ID")
-    host = urllib.parse.urlparse(issuer).hostname
+def envoy_config():
+    """envoy/local.json with the module read from where `make build` put it (it names
+    target/...), pointed at a real ZITADEL in ZITADEL mode; written to .run/."""
     with open(ENVOY_CONFIG) as f:
         config = json.load(f)
     wasm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
     plugin = wasm["typed_config"]["config"]
+    plugin["vm_config"]["code"]["local"]["filename"] = WASM
+    name = "envoy.json"
+    if zitadel_mode():
+        point_at_zitadel(config, plugin)
+        name = "envoy-zitadel.json"
+    path = os.path.join(RUN, name)
+    with open(path, "w") as f:
+        json.dump(config, f, indent=1)
+    return path
+
+
+def point_at_zitadel(config, plugin):
+    """The local cluster's Envoy config, pointed at a real ZITADEL over TLS instead of the dev IdP."""
+    issuer = os.environ["ZITADEL_ISSUER"].rstrip("/")
+    project = os.environ.get("ZITADEL_PROJECT_ID") or sys.exit("set ZITADEL_PROJECT_ID")
+    host = urllib.parse.urlparse(issuer).hostname
     provider = {
         "issuer": issuer,
         "zitadel": {"project_id": project},
@@ -136,10 +153,6 @@ def envoy_config_for_zitadel():
                     "common_tls_context": {"validation_context": {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}}},
                 },
             }
-    path = os.path.join(RUN, "envoy-zitadel.json")
-    with open(path, "w") as f:
-        json.dump(config, f, indent=1)
-    return path
 
 
 def up():
@@ -149,16 +162,15 @@ def up():
         key_file = os.environ.get("ZITADEL_KEY_FILE") or sys.exit("set ZITADEL_KEY_FILE (an API app key file)")
         with open(key_file) as f:
             env["TOKENGATE_ZITADEL_KEY_FILE"] = f.read()
-        config = envoy_config_for_zitadel()
     else:
         with open(IDP_CONFIG) as f:
             clients = json.load(f)["clients"]
         env["TOKENGATE_INTROSPECTION_SECRET"] = next(c["client_secret"] for c in clients if c["client_id"] == "tokengate")
-        config = ENVOY_CONFIG
         start("idp", [DEVIDP, "serve", "--config", IDP_CONFIG, "--listen", "127.0.0.1:9000"], marker="devidp serve")
         wait_for("the dev IdP", lambda: http("GET", IDP + "/.well-known/openid-configuration")[0] == 200)
     start("echo", [DEVIDP, "echo", "--listen", "127.0.0.1:9100"], marker="devidp echo")
     wait_for("the echo upstream", lambda: http("GET", ECHO + "/")[0] == 200)
+    config = envoy_config()
     start("envoy", [envoy_binary(), "-c", config, "--disable-hot-restart", "-l", "info",
                     "--component-log-level", "wasm:debug"], env=env, marker="envoy")
     wait_for("Envoy", lambda: http("GET", ADMIN + "/ready")[0] == 200 and http("GET", ENVOY + "/healthz")[0] == 200)

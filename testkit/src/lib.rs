@@ -25,6 +25,15 @@ pub fn repo_root() -> PathBuf {
     here.parent().map(PathBuf::from).unwrap_or(here)
 }
 
+/// Cargo's target directory, where the build outputs are: `$CARGO_TARGET_DIR` when set (a
+/// relative one taken from the repository root, where `make` runs cargo), else `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => repo_root().join(dir),
+        _ => repo_root().join("target"),
+    }
+}
+
 /// Current Unix time in seconds.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
