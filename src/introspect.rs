@@ -8,7 +8,9 @@ use proxy_wasm::types::{BufferType, MapType, MetricType};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokengate_core::gate::{Gate, PendingIntrospection};
-use tokengate_core::introspection::{self, Introspected, IntrospectionClient, IntrospectionError};
+use tokengate_core::introspection::{
+    self, ClientAuth, Introspected, IntrospectionClient, IntrospectionError,
+};
 use tokengate_core::remote::{Answer, Url};
 use tokengate_core::settings::Settings;
 
@@ -32,6 +34,17 @@ struct Pending {
     /// While discovery has not found the endpoint, the token stays queued until the last
     /// request waiting for it gives up (Unix ms).
     wait_until: u64,
+    /// The endpoint refused one client assertion already; a second refusal is final.
+    retried: bool,
+}
+
+/// What became of a callout's answer.
+pub enum Answered {
+    /// The answer (or failure) is in the gate's cache.
+    Recorded,
+    /// The endpoint refused the client assertion: the token is queued again, to go out with
+    /// a newly signed one.
+    Retry,
 }
 
 pub struct IntrospectionSync {
@@ -85,6 +98,7 @@ impl IntrospectionSync {
                 token: p.token.clone(),
                 call: None,
                 wait_until,
+                retried: false,
             },
         );
         true
@@ -172,7 +186,9 @@ impl IntrospectionSync {
         }
     }
 
-    /// Handles the answer to one callout; returns the key it answered.
+    /// Handles the answer to one callout. A private_key_jwt assertion the endpoint refuses
+    /// is signed anew and sent once more before the client counts as misconfigured (a
+    /// provider may have refused it as a replay, RFC 7523 3).
     pub fn on_response(
         &mut self,
         token_id: u32,
@@ -180,13 +196,13 @@ impl IntrospectionSync {
         body_size: usize,
         gate: &mut Gate,
         now_ms: u64,
-    ) -> Option<String> {
+    ) -> Option<Answered> {
         let key = self
             .pending
             .iter()
             .find(|(_, p)| p.call == Some(token_id))
             .map(|(k, _)| k.clone())?;
-        self.pending.remove(&key);
+        let pending = self.pending.remove(&key)?;
         let headers = if num_headers == 0 {
             Vec::new()
         } else {
@@ -212,8 +228,30 @@ impl IntrospectionSync {
             body_size,
         };
         let result = introspection::read_answer(&answer, max);
+        let assertion = matches!(
+            self.client.settings().auth,
+            ClientAuth::PrivateKeyJwt { .. }
+        );
+        if let (Err(IntrospectionError::ClientRejected { status, .. }), true, false) =
+            (&result, assertion, pending.retried)
+        {
+            log::debug!(
+                "tokengate: provider {}: the introspection endpoint refused the client assertion (HTTP {}); retrying once with a new one",
+                self.name,
+                status
+            );
+            self.pending.insert(
+                key,
+                Pending {
+                    call: None,
+                    retried: true,
+                    ..pending
+                },
+            );
+            return Some(Answered::Retry);
+        }
         self.record(gate, &key, result, now_ms);
-        Some(key)
+        Some(Answered::Recorded)
     }
 
     fn record(

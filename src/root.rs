@@ -3,7 +3,7 @@
 //! keys.
 
 use crate::http::{apply, RequestFilter, FAST_TICK};
-use crate::introspect::IntrospectionSync;
+use crate::introspect::{Answered, IntrospectionSync};
 use crate::keys::{random_u64, ProviderSync};
 use crate::metrics::Metrics;
 use proxy_wasm::hostcalls;
@@ -245,10 +245,19 @@ impl Context for FilterRoot {
                     now,
                 )
             });
-        if answered.is_some() {
-            self.release_parked(&shared, now, false);
-            self.adjust_tick(&shared);
-            return;
+        match answered {
+            Some(Answered::Recorded) => {
+                self.release_parked(&shared, now, false);
+                self.adjust_tick(&shared);
+                return;
+            }
+            Some(Answered::Retry) => {
+                self.dispatch_introspections(&shared, now);
+                self.release_parked(&shared, now, false);
+                self.adjust_tick(&shared);
+                return;
+            }
+            None => {}
         }
         let view = {
             let mut syncs = shared.syncs.borrow_mut();

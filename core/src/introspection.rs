@@ -3,9 +3,7 @@
 //! dispatches the callout; the gate caches the answers.
 
 use crate::remote::{Answer, Url};
-use jwt_simple::prelude::{
-    Duration, JWTClaims, NoCustomClaims, RS256KeyPair, RSAKeyPairLike, UnixTimeStamp,
-};
+use jwt_simple::prelude::{JWTClaims, NoCustomClaims, RS256KeyPair, RSAKeyPairLike, UnixTimeStamp};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::rc::Rc;
@@ -112,16 +110,15 @@ pub struct IntrospectionSettings {
     pub max_bytes: usize,
 }
 
-/// Lifetime of a client assertion; it is reused until shortly before it expires.
-const ASSERTION_LIFETIME_S: u64 = 1800;
-const ASSERTION_REUSE_S: u64 = 1500;
+/// Lifetime of a client assertion. Each callout gets a fresh one (OpenID Connect Core 9: an
+/// assertion is used once; RFC 7523 3 lets the server refuse a replayed `jti`), so it only
+/// needs to outlive the callout and the clock difference with the provider.
+const ASSERTION_LIFETIME_S: u64 = 60;
 
-/// Builds introspection requests for one provider, reusing its client assertion.
+/// Builds introspection requests for one provider.
 #[derive(Debug)]
 pub struct IntrospectionClient {
     settings: IntrospectionSettings,
-    /// The signed assertion and when it was signed (Unix seconds).
-    assertion: Option<(String, u64)>,
 }
 
 /// An introspection callout for the host to dispatch.
@@ -135,20 +132,17 @@ pub struct IntrospectionCall {
 
 impl IntrospectionClient {
     pub fn new(settings: IntrospectionSettings) -> Self {
-        IntrospectionClient {
-            settings,
-            assertion: None,
-        }
+        IntrospectionClient { settings }
     }
 
     pub fn settings(&self) -> &IntrospectionSettings {
         &self.settings
     }
 
-    /// The request that introspects `token` at `endpoint`. `jti` is a fresh random value
-    /// for a new assertion.
+    /// The request that introspects `token` at `endpoint`. `jti` is a fresh random value:
+    /// with private_key_jwt, every request carries a newly signed assertion.
     pub fn request(
-        &mut self,
+        &self,
         token: &str,
         endpoint: &Url,
         now_s: u64,
@@ -184,7 +178,7 @@ impl IntrospectionClient {
                 ));
             }
             ClientAuth::PrivateKeyJwt { .. } => {
-                let assertion = self.assertion(now_s, jti)?;
+                let assertion = self.sign_assertion(now_s, jti)?;
                 body.push_str("&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer");
                 body.push_str("&client_assertion=");
                 body.push_str(&assertion);
@@ -198,13 +192,9 @@ impl IntrospectionClient {
         })
     }
 
-    /// The current client assertion, signed anew when the old one nears its end.
-    fn assertion(&mut self, now_s: u64, jti: u64) -> Result<String, String> {
-        if let Some((jwt, signed_at)) = &self.assertion {
-            if now_s >= *signed_at && now_s < signed_at + ASSERTION_REUSE_S {
-                return Ok(jwt.clone());
-            }
-        }
+    /// A client assertion for one callout (RFC 7523 3): `iss` and `sub` the client, `aud` the
+    /// issuer (as ZITADEL requires), a fresh `jti`, valid for [`ASSERTION_LIFETIME_S`].
+    fn sign_assertion(&self, now_s: u64, jti: u64) -> Result<String, String> {
         let ClientAuth::PrivateKeyJwt {
             client_id,
             key,
@@ -226,11 +216,8 @@ impl IntrospectionClient {
             custom: NoCustomClaims {},
         };
         claims = claims.with_audience(audience.clone());
-        let jwt = key
-            .sign(claims)
-            .map_err(|e| format!("cannot sign the client assertion: {}", e))?;
-        self.assertion = Some((jwt.clone(), now_s));
-        Ok(jwt)
+        key.sign(claims)
+            .map_err(|e| format!("cannot sign the client assertion: {}", e))
     }
 }
 
@@ -239,10 +226,11 @@ impl IntrospectionClient {
 pub enum IntrospectionError {
     Unreachable,
     /// 400/401: the endpoint refused our client credentials (ZITADEL answers
-    /// `400 unauthorized_client`): a configuration problem, not the token's.
+    /// `400 unauthorized_client`): a configuration problem, not the token's. `error` is the
+    /// answer's OAuth error code when it is a known one (never the answer's own text).
     ClientRejected {
         status: u16,
-        error: Option<String>,
+        error: Option<&'static str>,
     },
     Status(u16),
     TooLarge {
@@ -283,7 +271,7 @@ impl fmt::Display for IntrospectionError {
                 f,
                 "the endpoint refused the introspection client's credentials (HTTP {}{}): the introspection client is misconfigured",
                 status,
-                error.as_deref().map(|e| format!(", {}", e)).unwrap_or_default()
+                error.map(|e| format!(", error {}", e)).unwrap_or_default()
             ),
             IntrospectionError::Status(s) => write!(f, "HTTP status {}", s),
             IntrospectionError::TooLarge { max } => write!(f, "the answer is larger than {} bytes", max),
@@ -314,8 +302,7 @@ pub fn read_answer(
     match status {
         200 => {}
         400 | 401 => {
-            let error =
-                json().and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
+            let error = json().and_then(|v| v.get("error").and_then(Value::as_str).map(error_code));
             return Err(IntrospectionError::ClientRejected { status, error });
         }
         503 | 504
@@ -341,6 +328,33 @@ pub fn read_answer(
             "has no boolean \"active\"".into(),
         )),
     }
+}
+
+/// The OAuth error codes an endpoint may answer with (RFC 6749 5.2 and 4.1.2.1, RFC 6750 3.1,
+/// RFC 7662 2.3 through them).
+const ERROR_CODES: [&str; 12] = [
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "invalid_token",
+    "insufficient_scope",
+    "access_denied",
+    "server_error",
+    "temporarily_unavailable",
+    "unsupported_token_type",
+];
+
+/// An error code from the network as one of [`ERROR_CODES`], or `other`: an endpoint that
+/// echoes what it was sent could otherwise put a token into the log and the reply.
+pub fn error_code(text: &str) -> &'static str {
+    ERROR_CODES
+        .iter()
+        .find(|code| **code == text)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// The cache key of a token: hex SHA-256, so the raw token is never kept.
@@ -372,11 +386,6 @@ pub fn form_encode(s: &str) -> String {
 fn base64_std(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Assertion lifetime, for tests and docs.
-pub fn assertion_lifetime() -> Duration {
-    Duration::from_secs(ASSERTION_LIFETIME_S)
 }
 
 #[cfg(test)]
@@ -417,7 +426,7 @@ mod tests {
             client_id: "78366401571920522@acme".into(),
             secret: Secret::new("veryweaksecret!".into()),
         };
-        let mut client = IntrospectionClient::new(settings(auth));
+        let client = IntrospectionClient::new(settings(auth));
         let call = client.request("tok en", &endpoint(), 1000, 1).unwrap();
         // RFC 6749 2.3.1, the example from ZITADEL's docs.
         assert_eq!(
@@ -445,7 +454,7 @@ mod tests {
     }
 
     #[test]
-    fn private_key_jwt_assertion_follows_zitadel_rules_and_is_reused() {
+    fn private_key_jwt_assertion_follows_zitadel_rules_and_is_fresh_for_every_call() {
         let key = RS256KeyPair::generate(2048).unwrap();
         let public = key.public_key();
         let auth = ClientAuth::PrivateKeyJwt {
@@ -454,17 +463,17 @@ mod tests {
             key: Rc::new(key.with_key_id("81693565968962154")),
             audience: "https://auth.example.com".into(),
         };
-        let mut client = IntrospectionClient::new(settings(auth));
+        let client = IntrospectionClient::new(settings(auth));
         let body = |call: IntrospectionCall| String::from_utf8(call.body).unwrap();
         let first = body(client.request("t", &endpoint(), 1_700_000_000, 7).unwrap());
         assert!(first.contains("client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"));
         let assertion = first.split("client_assertion=").nth(1).unwrap().to_owned();
-        let options = jwt_simple::prelude::VerificationOptions {
-            artificial_time: Some(UnixTimeStamp::from_secs(1_700_000_010)),
+        let options_at = |t: u64| jwt_simple::prelude::VerificationOptions {
+            artificial_time: Some(UnixTimeStamp::from_secs(t)),
             ..Default::default()
         };
         let claims = public
-            .verify_token::<NoCustomClaims>(&assertion, Some(options))
+            .verify_token::<NoCustomClaims>(&assertion, Some(options_at(1_700_000_010)))
             .unwrap();
         assert_eq!(claims.issuer.as_deref(), Some("api@acme"));
         assert_eq!(claims.subject.as_deref(), Some("api@acme"));
@@ -482,11 +491,15 @@ mod tests {
         .unwrap();
         assert_eq!(header["kid"], "81693565968962154");
         assert_eq!(header["alg"], "RS256");
-        // Reused within its life, renewed near its end.
-        let again = body(client.request("t", &endpoint(), 1_700_000_600, 8).unwrap());
-        assert!(again.ends_with(&assertion));
-        let renewed = body(client.request("t", &endpoint(), 1_700_001_600, 9).unwrap());
-        assert!(!renewed.ends_with(&assertion));
+        assert_eq!(claims.jwt_id.as_deref(), Some("0000000000000007"));
+        // The next call, even in the same second, carries a new assertion with a new jti.
+        let again = body(client.request("t", &endpoint(), 1_700_000_000, 8).unwrap());
+        let second = again.split("client_assertion=").nth(1).unwrap();
+        assert_ne!(second, assertion);
+        let claims = public
+            .verify_token::<NoCustomClaims>(second, Some(options_at(1_700_000_010)))
+            .unwrap();
+        assert_eq!(claims.jwt_id.as_deref(), Some("0000000000000008"));
     }
 
     fn answer(status: Option<u16>, body: &[u8]) -> Answer<'_> {
@@ -549,7 +562,7 @@ mod tests {
             rejected,
             IntrospectionError::ClientRejected {
                 status: 400,
-                error: Some("unauthorized_client".into())
+                error: Some("unauthorized_client")
             }
         );
         assert!(rejected.to_string().contains("misconfigured"));
@@ -559,6 +572,28 @@ mod tests {
                 .cause(),
             "client_rejected"
         );
+    }
+
+    #[test]
+    fn an_endpoints_error_text_is_kept_only_as_a_known_error_code() {
+        let echoed = read_answer(
+            &answer(
+                Some(400),
+                br#"{"error":"bad token eyJhbGciOi.secret","error_description":"secret"}"#,
+            ),
+            1000,
+        )
+        .unwrap_err();
+        assert_eq!(
+            echoed,
+            IntrospectionError::ClientRejected {
+                status: 400,
+                error: Some("other")
+            }
+        );
+        assert!(!echoed.to_string().contains("secret"));
+        assert_eq!(error_code("invalid_client"), "invalid_client");
+        assert_eq!(error_code("INVALID_CLIENT"), "other");
     }
 
     #[test]
