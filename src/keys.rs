@@ -353,7 +353,7 @@ impl ProviderSync {
         };
         match kind {
             FetchKind::Discovery => {
-                match remote::read_discovery(&answer, max, self.issuer.as_deref()) {
+                match remote::read_discovery(&answer, max, self.issuer.as_deref(), &self.remote) {
                     Ok(found) => {
                         log::info!(
                             "tokengate: provider {}: discovery found jwks_uri {}",

@@ -2,6 +2,7 @@
 //! `configuration` string or as Istio's `pluginConfig`. These serde types only describe the
 //! shape; [`crate::settings::compile`] validates them into ready-to-run [`crate::settings::Settings`].
 
+pub use crate::principal::NamesShape;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -135,6 +136,12 @@ pub struct ProviderConfig {
     pub introspection: Option<IntrospectionConfig>,
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
+    /// Claims a JWT must carry. Default: `["exp"]` (RFC 9068 2.2 requires more; `[]` none).
+    pub required_claims: Option<Vec<String>>,
+    /// A JWT whose `exp` lies further ahead than this (plus the clock skew) is refused.
+    pub max_token_lifetime_seconds: Option<u64>,
+    /// Accepted JOSE `typ` values (e.g. `at+jwt`, RFC 9068 4). Default: any JWT type.
+    pub token_types: Option<Vec<String>>,
     pub min_rsa_bits: Option<usize>,
     pub zitadel: Option<ZitadelConfig>,
     #[serde(default)]
@@ -228,6 +235,9 @@ pub struct RemoteJwksConfig {
     pub startup_wait_ms: u64,
     /// Retries after failures back off from 1 s, doubling up to this.
     pub max_backoff_seconds: u64,
+    /// Hosts besides the issuer's that discovery may name for `jwks_uri` and
+    /// `introspection_endpoint`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RemoteJwksConfig {
@@ -245,6 +255,7 @@ impl Default for RemoteJwksConfig {
             max_bytes: 256 * 1024,
             startup_wait_ms: 3000,
             max_backoff_seconds: 60,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -264,9 +275,25 @@ pub struct ZitadelConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimNamesConfig {
-    pub roles: Option<ClaimPathConfig>,
-    pub permissions: Option<ClaimPathConfig>,
-    pub scopes: Option<ClaimPathConfig>,
+    pub roles: Option<ClaimSourceConfig>,
+    pub permissions: Option<ClaimSourceConfig>,
+    pub scopes: Option<ClaimSourceConfig>,
+}
+
+/// Where a list of names is, and in which shape: a path alone (the shape is then the
+/// default for that list), or `{"path": ..., "shape": ...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimSourceConfig {
+    Path(ClaimPathConfig),
+    Declared(DeclaredClaimConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredClaimConfig {
+    pub path: ClaimPathConfig,
+    pub shape: Option<NamesShape>,
 }
 
 /// A claim path: `"realm_access.roles"`, or `["https://example.com/roles"]` for keys with dots.

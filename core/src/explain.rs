@@ -258,6 +258,19 @@ fn jwt_steps(
                 Err(e) => e.to_string(),
             },
         );
+        let rules = verify::check_claims(&parsed, provider, now);
+        step(
+            steps,
+            "claim rules",
+            Some(rules.is_ok()),
+            match &rules {
+                Ok(()) => format!(
+                    "required claims present ({})",
+                    provider.required_claims.join(", ")
+                ),
+                Err(e) => e.to_string(),
+            },
+        );
         let keys = match &provider.keys {
             KeySource::Inline(k) => Some(std::rc::Rc::clone(k)),
             KeySource::Remote(_) => gate.key_view(index).and_then(|v| v.keys.clone()),
@@ -282,7 +295,7 @@ fn jwt_steps(
                 Err(e) => e.to_string(),
             },
         );
-        if sig.is_err() || time.is_err() {
+        if sig.is_err() || time.is_err() || rules.is_err() {
             continue;
         }
         let audiences = requirements

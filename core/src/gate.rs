@@ -211,12 +211,12 @@ impl Gate {
         let Some(Some(cache)) = self.introspected.get_mut(provider) else {
             return;
         };
+        // Every entry outlives the answer's arrival, so that the requests waiting for it find
+        // it: an entry stored already expired would leave them without an answer and make the
+        // next request call again (a callout per request).
+        let negative_until = now + settings.negative_ttl_s.max(1);
         let (entry, size, expires_at) = match answer {
-            Ok(Introspected::Inactive) => (
-                IntrospectionEntry::Inactive,
-                0,
-                now + settings.negative_ttl_s,
-            ),
+            Ok(Introspected::Inactive) => (IntrospectionEntry::Inactive, 0, negative_until),
             Err(e) => (
                 IntrospectionEntry::Failed(e),
                 64,
@@ -225,10 +225,18 @@ impl Gate {
             Ok(Introspected::Active(members)) => match verified_from_answer(provider, p, members) {
                 Ok((mut token, size)) => {
                     self.settings.keep_used_claims(&mut token.claims);
+                    // The same time rules as a JWT: usable until `exp` plus the clock skew. An
+                    // answer already past that is kept as long as an inactive one, and
+                    // refused (expired) from the cache meanwhile.
                     let ttl_end = now + settings.cache_ttl_s;
-                    let expires_at = token
-                        .exp
-                        .map_or(ttl_end, |exp| ttl_end.min(exp.saturating_add(1)));
+                    let usable_until = token.exp.map_or(ttl_end, |exp| {
+                        ttl_end.min(exp.saturating_add(p.clock_skew).saturating_add(1))
+                    });
+                    let expires_at = if usable_until > now {
+                        usable_until
+                    } else {
+                        negative_until
+                    };
                     (IntrospectionEntry::Active(Rc::new(token)), size, expires_at)
                 }
                 Err(e) => (
@@ -457,7 +465,13 @@ impl Gate {
             let why = describe_shortfall(requirements, &shortfall);
             let denial =
                 Denial::insufficient_scope(realm, &why, &requirements.required_names(&shortfall));
-            let detail = format!("{} (provider {})", why, provider.name);
+            let mut detail = format!("{} (provider {})", why, provider.name);
+            for list in &verified.principal.misshapen {
+                detail.push_str(&format!(
+                    "; the token's {} claim is not of the declared shape and granted nothing",
+                    list
+                ));
+            }
             return Verdict::Decided(finish_denied(
                 decision,
                 settings,
@@ -552,6 +566,7 @@ fn authenticate(
         }
         // Time first, as Envoy does: an expired token costs no signature check and no keys.
         if let Err(e) = verify::check_time(jwt.claims.exp, jwt.claims.nbf, now, provider.clock_skew)
+            .and_then(|()| verify::check_claims(&jwt, provider, now))
         {
             first_error.get_or_insert(e);
             continue;
@@ -748,9 +763,10 @@ fn verified_from_answer(
         jwt::typed_claims(members).map_err(|m| IntrospectionError::Malformed(m.to_string()))?;
     if let (Some(expected), Some(found)) = (&provider.issuer, &claims.iss) {
         if expected != found {
+            // The issuer the answer names is not repeated: it is text from the network.
             return Err(IntrospectionError::Malformed(format!(
-                "names issuer {:?}, not {:?}",
-                found, expected
+                "names another issuer than {:?}",
+                expected
             )));
         }
     }
@@ -997,6 +1013,98 @@ mod tests {
         assert_eq!(decide(&mut gate), "", "a cache hit, undescribed");
         gate.describe_allowed(true);
         assert!(decide(&mut gate).contains("provider p"));
+    }
+
+    /// A gate whose only provider introspects opaque tokens (clock skew 60 s, inactive
+    /// answers kept 10 s).
+    fn introspecting_gate() -> Gate {
+        let config = r#"{"providers": {"p": {"issuer": "https://issuer.test",
+            "introspection": {"endpoint": "https://issuer.test/introspect", "cluster": "idp",
+                "client_id": "c", "client_secret": "s", "negative_cache_ttl_seconds": 10}}},
+            "default": "authenticated"}"#;
+        Gate::new(crate::settings::compile_str(config).unwrap().0)
+    }
+
+    fn opaque_request(token: &str) -> HeaderMap {
+        HeaderMap::from_pairs([
+            (":method", "GET".to_string()),
+            (":path", "/".to_string()),
+            (":authority", "api.test".to_string()),
+            ("authorization", format!("Bearer {}", token)),
+        ])
+    }
+
+    fn answer_with_exp(exp: u64) -> Introspected {
+        let members = serde_json::json!({"iss": "https://issuer.test", "sub": "u", "exp": exp});
+        match members {
+            Value::Object(m) => Introspected::Active(m),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn an_introspection_answer_expired_within_the_skew_is_accepted() {
+        let mut gate = introspecting_gate();
+        let headers = opaque_request("opaque-token-1");
+        let now_ms = 1_000_000_000;
+        let wait = match gate.evaluate(&Request::new(&headers), now_ms, true) {
+            Verdict::Wait(w) => w,
+            Verdict::Decided(d) => panic!("decided without an answer: {:?}", d.outcome),
+        };
+        let key = wait.introspect.unwrap().key;
+        gate.record_introspection(0, &key, Ok(answer_with_exp(1_000_000 - 5)), now_ms);
+        match gate.evaluate(&Request::new(&headers), now_ms + 10, true) {
+            Verdict::Decided(d) => assert_eq!(d.outcome, Outcome::Allowed, "{}", d.detail),
+            Verdict::Wait(_) => panic!("the answer was stored already expired"),
+        }
+    }
+
+    #[test]
+    fn an_introspection_answer_expired_beyond_the_skew_is_refused_from_the_cache() {
+        let mut gate = introspecting_gate();
+        let headers = opaque_request("opaque-token-2");
+        let now_ms = 1_000_000_000;
+        let Verdict::Wait(wait) = gate.evaluate(&Request::new(&headers), now_ms, true) else {
+            panic!("an opaque token waits for its answer");
+        };
+        let key = wait.introspect.unwrap().key;
+        gate.record_introspection(0, &key, Ok(answer_with_exp(1_000_000 - 200)), now_ms);
+        // Refused as expired for the negative TTL, never a new callout (Wait) meanwhile.
+        for later_ms in [0, 5_000, 9_000] {
+            match gate.evaluate(&Request::new(&headers), now_ms + later_ms, true) {
+                Verdict::Decided(d) => {
+                    assert_eq!(d.outcome, Outcome::Denied(DenyReason::Expired));
+                    assert_eq!(d.denial.map(|x| x.status), Some(401));
+                }
+                Verdict::Wait(_) => panic!("a new callout {} ms later", later_ms),
+            }
+        }
+        assert!(matches!(
+            gate.evaluate(&Request::new(&headers), now_ms + 11_000, true),
+            Verdict::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn a_jwt_without_exp_is_refused_naming_the_claim() {
+        let secret = b"a test secret of thirty-two bytes";
+        let config = format!(
+            r#"{{"providers": {{"p": {{"issuer": "https://issuer.test",
+                "jwks": {{"keys": [{{"kty": "oct", "kid": "k1", "alg": "HS256", "k": "{}"}}]}}}}}},
+              "default": "authenticated"}}"#,
+            crate::b64::encode(secret)
+        );
+        let mut gate = Gate::new(crate::settings::compile_str(&config).unwrap().0);
+        let header = crate::b64::encode(br#"{"alg":"HS256","kid":"k1"}"#);
+        let payload = crate::b64::encode(br#"{"iss":"https://issuer.test","sub":"u1"}"#);
+        let input = format!("{}.{}", header, payload);
+        let sig = crate::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), secret));
+        let headers = opaque_request(&format!("{}.{}", input, sig));
+        let Verdict::Decided(d) = gate.evaluate(&Request::new(&headers), 1_000_000, true) else {
+            panic!("inline keys never wait");
+        };
+        assert_eq!(d.denial.as_ref().map(|x| x.status), Some(401));
+        assert!(d.detail.contains("\"exp\""), "{}", d.detail);
     }
 
     #[test]

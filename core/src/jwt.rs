@@ -101,6 +101,8 @@ pub struct Jwt<'t> {
     pub signature: Vec<u8>,
     pub alg: Alg,
     pub kid: Option<String>,
+    /// The header's `typ` (RFC 7515 4.1.9), when present.
+    pub typ: Option<String>,
     pub claims: Claims,
     /// Size of the decoded payload, for cache accounting.
     pub payload_len: usize,
@@ -124,7 +126,7 @@ pub fn parse(token: &str) -> Result<Jwt<'_>, Malformed> {
     }
     let header_bytes = b64::decode(header_b64).map_err(|_| Malformed::HeaderNotBase64)?;
     let header = json::object_from_slice_strict(&header_bytes).map_err(Malformed::HeaderNotJson)?;
-    let (alg, kid) = parse_header(&header)?;
+    let (alg, kid, typ) = parse_header(&header)?;
 
     let payload_bytes = b64::decode(payload_b64).map_err(|_| Malformed::PayloadNotBase64)?;
     let payload =
@@ -140,12 +142,16 @@ pub fn parse(token: &str) -> Result<Jwt<'_>, Malformed> {
         signature,
         alg,
         kid,
+        typ,
         claims,
         payload_len,
     })
 }
 
-fn parse_header(header: &Map<String, Value>) -> Result<(Alg, Option<String>), Malformed> {
+type Header = (Alg, Option<String>, Option<String>);
+
+/// `alg`, `kid` and `typ` of a JOSE header, each checked.
+fn parse_header(header: &Map<String, Value>) -> Result<Header, Malformed> {
     let alg = match header.get("alg") {
         None => return Err(Malformed::AlgMissing),
         Some(Value::String(name)) => name,
@@ -167,17 +173,18 @@ fn parse_header(header: &Map<String, Value>) -> Result<(Alg, Option<String>), Ma
     if header.get("b64") == Some(&Value::Bool(false)) {
         return Err(Malformed::UnencodedPayload);
     }
-    match header.get("typ") {
-        None => {}
+    let typ = match header.get("typ") {
+        None => None,
         Some(Value::String(typ)) => {
             let upper = typ.to_ascii_uppercase();
             if upper != "JWT" && !upper.ends_with("+JWT") {
                 return Err(Malformed::NotAJwtType(typ.clone()));
             }
+            Some(typ.clone())
         }
         Some(_) => return Err(header_type("typ", "a string")),
-    }
-    Ok((alg, kid))
+    };
+    Ok((alg, kid, typ))
 }
 
 fn header_type(member: &'static str, expected: &'static str) -> Malformed {

@@ -336,6 +336,7 @@ mod tests {
             ],
             permissions: vec!["posts:read".into()],
             scopes: vec!["openid".into(), "orders:read".into()],
+            misshapen: Vec::new(),
         }
     }
 

@@ -55,17 +55,62 @@ impl fmt::Display for ClaimPath {
     }
 }
 
+/// How a claim holds a list of names. Declared per list, never guessed: a value of another
+/// shape grants nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamesShape {
+    /// A JSON array of strings: `["a", "b"]`.
+    Array,
+    /// One string of names separated by spaces: `"a b"` (OAuth's `scope`).
+    SpaceSeparated,
+    /// An object whose keys are the names: `{"a": …, "b": …}`.
+    ObjectKeys,
+}
+
+impl NamesShape {
+    pub fn name(self) -> &'static str {
+        match self {
+            NamesShape::Array => "array",
+            NamesShape::SpaceSeparated => "space_separated",
+            NamesShape::ObjectKeys => "object_keys",
+        }
+    }
+
+    /// The names in `value`, or `None` when it is not of this shape.
+    fn names(self, value: &Value) -> Option<Vec<String>> {
+        match (self, value) {
+            (NamesShape::Array, Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            (NamesShape::SpaceSeparated, Value::String(s)) => {
+                Some(s.split_ascii_whitespace().map(str::to_owned).collect())
+            }
+            (NamesShape::ObjectKeys, Value::Object(map)) => Some(map.keys().cloned().collect()),
+            _ => None,
+        }
+    }
+}
+
+/// A claim that holds a list of names, and its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamesClaim {
+    pub path: ClaimPath,
+    pub shape: NamesShape,
+}
+
 /// Where a provider's tokens carry roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleSource {
     /// ZITADEL's project roles claim for our project, optionally falling back to the flat
-    /// claim of the requesting client's project.
+    /// claim of the requesting client's project. Both are `{role: {orgId: orgDomain}}`.
     Zitadel {
         project_claim: String,
         accept_flat_claim: bool,
     },
-    /// Any claim: an array of names, a space-separated string, or an object keyed by role.
-    Claim(ClaimPath),
+    /// Any claim, of its declared shape.
+    Claim(NamesClaim),
     /// The provider has no roles.
     None,
 }
@@ -80,16 +125,20 @@ pub fn zitadel_project_roles_claim(project_id: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimSources {
     pub roles: RoleSource,
-    pub permissions: ClaimPath,
-    /// `None`: the standard places, a space-separated `scope` string or an `scp` array.
-    pub scopes: Option<ClaimPath>,
+    pub permissions: NamesClaim,
+    /// `None`: the standard places, a space-separated `scope` string (RFC 9068 2.2.3) and an
+    /// `scp` array or space-separated string (Okta's and Microsoft's spellings).
+    pub scopes: Option<NamesClaim>,
 }
 
 impl Default for ClaimSources {
     fn default() -> Self {
         ClaimSources {
             roles: RoleSource::None,
-            permissions: ClaimPath::key("permissions"),
+            permissions: NamesClaim {
+                path: ClaimPath::key("permissions"),
+                shape: NamesShape::Array,
+            },
             scopes: None,
         }
     }
@@ -108,39 +157,85 @@ pub struct Principal {
     pub roles: Vec<Grant>,
     pub permissions: Vec<String>,
     pub scopes: Vec<String>,
+    /// The lists ("roles", "permissions", "scopes") whose claim was present but not of the
+    /// declared shape, wholly or in part: they granted nothing (said when a route refuses).
+    pub misshapen: Vec<&'static str>,
 }
 
 impl Principal {
     pub fn from_claims(claims: &Map<String, Value>, sources: &ClaimSources) -> Principal {
+        let mut misshapen = Vec::new();
         let roles = match &sources.roles {
             RoleSource::None => Vec::new(),
-            RoleSource::Claim(path) => path.lookup(claims).map(grants).unwrap_or_default(),
+            RoleSource::Claim(c) => match (c.shape, c.path.lookup(claims)) {
+                // An object keyed by role may say the organisations, as ZITADEL's does.
+                (NamesShape::ObjectKeys, Some(Value::Object(map))) => map
+                    .iter()
+                    .map(|(role, orgs)| Grant {
+                        role: role.clone(),
+                        orgs: orgs
+                            .as_object()
+                            .map(|o| o.keys().cloned().collect())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+                (shape, value) => read(&mut misshapen, "roles", value, shape)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|role| Grant {
+                        role,
+                        orgs: Vec::new(),
+                    })
+                    .collect(),
+            },
             RoleSource::Zitadel {
                 project_claim,
                 accept_flat_claim,
-            } => match claims.get(project_claim.as_str()) {
-                Some(v) => grants(v),
-                None if *accept_flat_claim => claims
-                    .get(ZITADEL_FLAT_ROLES_CLAIM)
-                    .map(grants)
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            },
+            } => {
+                let claim = match claims.get(project_claim.as_str()) {
+                    Some(v) => Some(v),
+                    None if *accept_flat_claim => claims.get(ZITADEL_FLAT_ROLES_CLAIM),
+                    None => None,
+                };
+                match claim.map(zitadel_grants) {
+                    Some((grants, false)) => {
+                        note(&mut misshapen, "roles");
+                        grants
+                    }
+                    Some((grants, true)) => grants,
+                    None => Vec::new(),
+                }
+            }
         };
-        let permissions = sources
-            .permissions
-            .lookup(claims)
-            .map(names)
-            .unwrap_or_default();
+        let permissions = read(
+            &mut misshapen,
+            "permissions",
+            sources.permissions.path.lookup(claims),
+            sources.permissions.shape,
+        )
+        .unwrap_or_default();
         let scopes = match &sources.scopes {
-            Some(path) => path.lookup(claims).map(names).unwrap_or_default(),
+            Some(c) => {
+                read(&mut misshapen, "scopes", c.path.lookup(claims), c.shape).unwrap_or_default()
+            }
             None => {
-                let mut scopes = claims.get("scope").map(names).unwrap_or_default();
-                if let Some(scp) = claims.get("scp") {
-                    for s in names(scp) {
-                        if !scopes.contains(&s) {
-                            scopes.push(s);
-                        }
+                let mut scopes = read(
+                    &mut misshapen,
+                    "scopes",
+                    claims.get("scope"),
+                    NamesShape::SpaceSeparated,
+                )
+                .unwrap_or_default();
+                let scp = claims.get("scp");
+                let scp = match scp {
+                    Some(Value::String(_)) => {
+                        read(&mut misshapen, "scopes", scp, NamesShape::SpaceSeparated)
+                    }
+                    _ => read(&mut misshapen, "scopes", scp, NamesShape::Array),
+                };
+                for s in scp.unwrap_or_default() {
+                    if !scopes.contains(&s) {
+                        scopes.push(s);
                     }
                 }
                 scopes
@@ -150,6 +245,7 @@ impl Principal {
             roles,
             permissions,
             scopes,
+            misshapen,
         }
     }
 
@@ -172,43 +268,53 @@ impl Principal {
             .sum::<usize>()
             + strings(&self.permissions)
             + strings(&self.scopes)
+            + 16 * self.misshapen.len()
     }
 }
 
-/// Names from a claim value: array elements that are strings, the words of a string, or the
-/// keys of an object. Anything else grants nothing.
-pub fn names(value: &Value) -> Vec<String> {
-    match value {
-        Value::String(s) => s.split_ascii_whitespace().map(str::to_owned).collect(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        Value::Object(map) => map.keys().cloned().collect(),
-        _ => Vec::new(),
+/// The names in `value`, if present; a value not of `shape` grants none and is noted.
+fn read(
+    misshapen: &mut Vec<&'static str>,
+    list: &'static str,
+    value: Option<&Value>,
+    shape: NamesShape,
+) -> Option<Vec<String>> {
+    let names = shape.names(value?);
+    if names.is_none() {
+        note(misshapen, list);
+    }
+    names
+}
+
+fn note(misshapen: &mut Vec<&'static str>, list: &'static str) {
+    if !misshapen.contains(&list) {
+        misshapen.push(list);
     }
 }
 
-fn grants(value: &Value) -> Vec<Grant> {
-    match value {
-        Value::Object(map) => map
-            .iter()
-            .map(|(role, orgs)| Grant {
+/// The grants of a ZITADEL roles claim: an object `{role: {orgId: orgDomain, …}}`, the only
+/// shape ZITADEL issues. A role whose value is not a non-empty object is left out (it would
+/// be a role granted in no organisation); anything but an object grants nothing. The flag
+/// says whether the whole claim had that shape.
+fn zitadel_grants(value: &Value) -> (Vec<Grant>, bool) {
+    let Value::Object(map) = value else {
+        return (Vec::new(), false);
+    };
+    let mut whole = true;
+    let grants = map
+        .iter()
+        .filter_map(|(role, orgs)| match orgs {
+            Value::Object(orgs) if !orgs.is_empty() => Some(Grant {
                 role: role.clone(),
-                orgs: match orgs {
-                    Value::Object(orgs) => orgs.keys().cloned().collect(),
-                    _ => Vec::new(),
-                },
-            })
-            .collect(),
-        other => names(other)
-            .into_iter()
-            .map(|role| Grant {
-                role,
-                orgs: Vec::new(),
-            })
-            .collect(),
-    }
+                orgs: orgs.keys().cloned().collect(),
+            }),
+            _ => {
+                whole = false;
+                None
+            }
+        })
+        .collect();
+    (grants, whole)
 }
 
 #[cfg(test)]
@@ -268,29 +374,98 @@ mod tests {
         assert!(!Principal::from_claims(&claims, &zitadel("42", true)).has_role("admin", None));
     }
 
-    #[test]
-    fn generic_roles_claim_may_be_nested_array_string_or_object() {
-        let sources = |path: &str| ClaimSources {
-            roles: RoleSource::Claim(ClaimPath::dotted(path).unwrap()),
+    fn declared(path: &str, shape: NamesShape) -> ClaimSources {
+        ClaimSources {
+            roles: RoleSource::Claim(NamesClaim {
+                path: ClaimPath::dotted(path).unwrap(),
+                shape,
+            }),
             ..ClaimSources::default()
-        };
-        let keycloak = obj(json!({"realm_access": {"roles": ["admin", "user"]}}));
-        assert!(
-            Principal::from_claims(&keycloak, &sources("realm_access.roles"))
-                .has_role("admin", None)
-        );
-        let spaced = obj(json!({"roles": "a b  c"}));
-        let p = Principal::from_claims(&spaced, &sources("roles"));
-        assert_eq!(p.role_names().collect::<Vec<_>>(), vec!["a", "b", "c"]);
-        let keyed = obj(json!({"roles": {"x": true}}));
-        assert!(Principal::from_claims(&keyed, &sources("roles")).has_role("x", None));
+        }
     }
 
     #[test]
-    fn scopes_come_from_scope_string_and_scp_array() {
-        let claims = obj(json!({"scope": "openid orders:read", "scp": ["orders:write", "openid"]}));
+    fn a_roles_claim_grants_only_in_its_declared_shape() {
+        let keycloak = obj(json!({"realm_access": {"roles": ["admin", "user"]}}));
+        let p = Principal::from_claims(
+            &keycloak,
+            &declared("realm_access.roles", NamesShape::Array),
+        );
+        assert!(p.has_role("admin", None));
+        assert!(p.misshapen.is_empty());
+        let spaced = obj(json!({"roles": "a b  c"}));
+        let p = Principal::from_claims(&spaced, &declared("roles", NamesShape::SpaceSeparated));
+        assert_eq!(p.role_names().collect::<Vec<_>>(), vec!["a", "b", "c"]);
+        let keyed = obj(json!({"roles": {"x": true}}));
+        let p = Principal::from_claims(&keyed, &declared("roles", NamesShape::ObjectKeys));
+        assert!(p.has_role("x", None));
+        // Another shape grants nothing, and says so.
+        for (claims, shape) in [
+            (&spaced, NamesShape::Array),
+            (&keyed, NamesShape::Array),
+            (&keycloak, NamesShape::ObjectKeys),
+        ] {
+            let path = if shape == NamesShape::ObjectKeys {
+                "realm_access.roles"
+            } else {
+                "roles"
+            };
+            let p = Principal::from_claims(claims, &declared(path, shape));
+            assert!(p.roles.is_empty(), "{:?}", shape);
+            assert_eq!(p.misshapen, vec!["roles"]);
+        }
+        let mixed = obj(json!({"roles": ["admin", 1]}));
+        assert!(
+            Principal::from_claims(&mixed, &declared("roles", NamesShape::Array))
+                .roles
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn zitadel_roles_must_be_an_object_of_non_empty_organisation_objects() {
+        let claim = "urn:zitadel:iam:org:project:42:roles";
+        let roles = |value: Value| {
+            let claims = obj(json!({ claim: value }));
+            Principal::from_claims(&claims, &zitadel("42", false))
+        };
+        for value in [
+            json!(["admin"]),
+            json!("admin"),
+            json!({"admin": {}}),
+            json!({"admin": "org-1"}),
+            json!({"admin": ["org-1"]}),
+            json!({"admin": true}),
+        ] {
+            let p = roles(value.clone());
+            assert!(!p.has_role("admin", None), "{}", value);
+            assert_eq!(p.misshapen, vec!["roles"], "{}", value);
+        }
+        let p = roles(json!({"admin": {}, "reader": {"org-1": "acme.example"}}));
+        assert!(!p.has_role("admin", None));
+        assert!(p.has_role("reader", Some("org-1")));
+        let p = roles(json!({"admin": {"org-1": "acme.example"}}));
+        assert!(p.has_role("admin", Some("org-1")));
+        assert!(p.misshapen.is_empty());
+    }
+
+    #[test]
+    fn permissions_are_an_array_by_default() {
+        let listed = obj(json!({"permissions": ["orders:read"]}));
+        let p = Principal::from_claims(&listed, &ClaimSources::default());
+        assert_eq!(p.permissions, vec!["orders:read"]);
+        let spaced = obj(json!({"permissions": "orders:read"}));
+        let p = Principal::from_claims(&spaced, &ClaimSources::default());
+        assert!(p.permissions.is_empty());
+        assert_eq!(p.misshapen, vec!["permissions"]);
+    }
+
+    #[test]
+    fn default_scopes_are_a_scope_string_and_an_scp_array_or_string() {
+        let claims = obj(json!({"scope": ["orders:read"], "scp": "a b"}));
         let p = Principal::from_claims(&claims, &ClaimSources::default());
-        assert_eq!(p.scopes, vec!["openid", "orders:read", "orders:write"]);
+        assert_eq!(p.scopes, vec!["a", "b"]);
+        assert_eq!(p.misshapen, vec!["scopes"]);
     }
 
     #[test]

@@ -6,10 +6,12 @@ use crate::jwks::{self, KeyPolicy, KeySet, KeyWarning};
 use serde_json::Value;
 use std::fmt;
 
-/// A URL split the way a callout needs it. The scheme only decides the default port: TLS is
-/// the business of the Envoy cluster the callout goes to.
+/// A URL split the way a callout needs it. The scheme decides the default port and whether
+/// URLs that discovery names must be `https`; TLS itself is the business of the Envoy
+/// cluster the callout goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
+    pub https: bool,
     /// `host` or `host:port`, as written.
     pub authority: String,
     /// Path and query, at least `/`.
@@ -17,25 +19,50 @@ pub struct Url {
 }
 
 impl Url {
+    /// Parses an absolute `http(s)` URL of visible ASCII (RFC 3986), without userinfo or
+    /// fragment.
     pub fn parse(text: &str) -> Result<Url, String> {
-        let rest = text
-            .strip_prefix("https://")
-            .or_else(|| text.strip_prefix("http://"))
-            .ok_or_else(|| format!("{:?} is not an http(s) URL", text))?;
+        let (https, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err("is not an http(s) URL".to_owned());
+        };
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("has spaces, control characters or non-ASCII text".to_owned());
+        }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
-            return Err(format!("{:?} has no usable host", text));
+        if authority.is_empty() || authority.contains(['@', '?', '#']) {
+            return Err("has no usable host".to_owned());
         }
-        if path.contains(['#', ' ']) {
-            return Err(format!("{:?} has a fragment or spaces", text));
+        if path.contains('#') {
+            return Err("has a fragment".to_owned());
         }
         Ok(Url {
+            https,
             authority: authority.to_owned(),
             path: path.to_owned(),
         })
+    }
+
+    /// The host without the port (`[v6]` keeps its brackets).
+    pub fn host(&self) -> &str {
+        let a = self.authority.as_str();
+        if a.starts_with('[') {
+            return a.split_once(']').map_or(a, |(h, _)| &a[..h.len() + 1]);
+        }
+        a.rsplit_once(':').map_or(a, |(h, _)| h)
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{}://{}{}", scheme, self.authority, self.path)
     }
 }
 
@@ -54,6 +81,35 @@ pub struct RemoteJwks {
     pub refresh: RefreshPolicy,
     pub max_bytes: usize,
     pub startup_wait_ms: u64,
+    /// Hosts besides the issuer's that discovery may name (lower case).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl RemoteJwks {
+    /// Whether a URL that discovery names may be called: `https` unless the issuer itself is
+    /// `http` (loopback tests), and on the issuer's host or one of `allowed_hosts`. A
+    /// discovery document is not to move the keys, or the tokens sent for introspection, to
+    /// a host the operator never named.
+    pub fn trusts(&self, url: &Url) -> Result<(), String> {
+        let issuer = self.discovery.as_ref();
+        if issuer.is_none_or(|i| i.https) && !url.https {
+            return Err("is not https".to_owned());
+        }
+        let host = url.host();
+        let known = issuer.is_some_and(|i| i.host().eq_ignore_ascii_case(host))
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host));
+        if known {
+            Ok(())
+        } else {
+            Err(format!(
+                "is on host {}, neither the issuer's nor one of remote_jwks.allowed_hosts",
+                host
+            ))
+        }
+    }
 }
 
 /// Timing of fetches, in milliseconds.
@@ -218,34 +274,49 @@ pub struct Discovered {
     pub introspection_endpoint: Option<String>,
 }
 
-/// Reads an OpenID Provider Configuration document.
+/// Reads an OpenID Provider Configuration document. The `jwks_uri` and the
+/// `introspection_endpoint` it names must be URLs `remote` trusts; otherwise the whole
+/// document is refused (the last good keys stay).
 pub fn read_discovery(
     answer: &Answer<'_>,
     max_bytes: usize,
     issuer: Option<&str>,
+    remote: &RemoteJwks,
 ) -> Result<Discovered, FetchError> {
     check_answer(answer, max_bytes)?;
     let doc: Value = serde_json::from_slice(answer.body)
         .map_err(|e| FetchError::Malformed(format!("is not JSON ({})", e)))?;
     if let (Some(expected), Some(found)) = (issuer, doc.get("issuer").and_then(Value::as_str)) {
         if expected != found {
+            // The issuer it names is not repeated: it is text from the network.
             return Err(FetchError::Malformed(format!(
-                "names issuer {:?}, not {:?}",
-                found, expected
+                "names another issuer than {:?}",
+                expected
             )));
         }
     }
-    let jwks_uri = doc
-        .get("jwks_uri")
-        .and_then(Value::as_str)
-        .ok_or_else(|| FetchError::Malformed("has no jwks_uri".into()))?;
-    Url::parse(jwks_uri).map_err(FetchError::Malformed)?;
+    let trusted = |member: &str| -> Result<Option<String>, FetchError> {
+        let Some(value) = doc.get(member) else {
+            return Ok(None);
+        };
+        let url = value
+            .as_str()
+            .ok_or_else(|| FetchError::Malformed(format!("has a {} that is not a string", member)))
+            .and_then(|text| {
+                Url::parse(text)
+                    .map_err(|why| FetchError::Malformed(format!("has a {} that {}", member, why)))
+            })?;
+        remote
+            .trusts(&url)
+            .map_err(|why| FetchError::Malformed(format!("names a {} that {}", member, why)))?;
+        Ok(Some(url.to_string()))
+    };
+    let jwks_uri =
+        trusted("jwks_uri")?.ok_or_else(|| FetchError::Malformed("has no jwks_uri".into()))?;
+    let introspection_endpoint = trusted("introspection_endpoint")?;
     Ok(Discovered {
-        jwks_uri: jwks_uri.to_owned(),
-        introspection_endpoint: doc
-            .get("introspection_endpoint")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        jwks_uri,
+        introspection_endpoint,
     })
 }
 
@@ -306,6 +377,7 @@ mod tests {
         assert_eq!(
             Url::parse("https://auth.example.com/oauth/v2/keys").unwrap(),
             Url {
+                https: true,
                 authority: "auth.example.com".into(),
                 path: "/oauth/v2/keys".into()
             }
@@ -392,26 +464,106 @@ mod tests {
         );
     }
 
-    #[test]
-    fn discovery_needs_a_jwks_uri_and_the_right_issuer() {
-        let doc = br#"{"issuer":"https://i","jwks_uri":"https://i/keys","introspection_endpoint":"https://i/introspect"}"#;
+    /// Remote keys found by discovery from `issuer`, with `allowed` extra hosts.
+    fn discovered_from(issuer: &str, allowed: &[&str]) -> RemoteJwks {
+        let (settings, _) = crate::settings::compile_str(
+            &serde_json::json!({"providers": {"p": {
+                "issuer": issuer,
+                "remote_jwks": {"cluster": "idp", "allowed_hosts": allowed}
+            }}})
+            .to_string(),
+        )
+        .unwrap();
+        match &settings.providers[0].keys {
+            crate::settings::KeySource::Remote(r) => (**r).clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn discovery_doc(doc: &serde_json::Value) -> Vec<u8> {
+        doc.to_string().into_bytes()
+    }
+
+    fn read(doc: &[u8], issuer: &str, remote: &RemoteJwks) -> Result<Discovered, FetchError> {
         let answer = Answer {
             status: Some(200),
             cache_control: None,
             body: doc,
             body_size: doc.len(),
         };
-        let found = read_discovery(&answer, 1000, Some("https://i")).unwrap();
+        read_discovery(&answer, 10_000, Some(issuer), remote)
+    }
+
+    #[test]
+    fn discovery_needs_a_jwks_uri_and_the_right_issuer() {
+        let remote = discovered_from("https://i", &[]);
+        let doc = br#"{"issuer":"https://i","jwks_uri":"https://i/keys","introspection_endpoint":"https://i/introspect"}"#;
+        let found = read(doc, "https://i", &remote).unwrap();
         assert_eq!(found.jwks_uri, "https://i/keys");
         assert_eq!(
             found.introspection_endpoint.as_deref(),
             Some("https://i/introspect")
         );
+        let wrong = read(doc, "https://other", &remote).unwrap_err();
+        assert_eq!(wrong.cause(), "malformed");
+        assert!(
+            !wrong.to_string().contains("\"https://i\""),
+            "the issuer found is not repeated: {}",
+            wrong
+        );
+        let none = br#"{"issuer":"https://i"}"#;
         assert_eq!(
-            read_discovery(&answer, 1000, Some("https://other"))
-                .unwrap_err()
-                .cause(),
+            read(none, "https://i", &remote).unwrap_err().cause(),
             "malformed"
         );
+    }
+
+    #[test]
+    fn discovered_urls_must_be_on_the_issuers_host_or_a_listed_one() {
+        let remote = discovered_from("https://auth.example.com", &["keys.example.net"]);
+        let doc = |jwks: &str, introspect: &str| {
+            discovery_doc(&serde_json::json!({"issuer": "https://auth.example.com",
+                "jwks_uri": jwks, "introspection_endpoint": introspect}))
+        };
+        let ok = "https://auth.example.com/introspect";
+        let read = |d: Vec<u8>| read(&d, "https://auth.example.com", &remote);
+        assert!(read(doc("https://AUTH.example.com:8443/keys", ok)).is_ok());
+        assert!(read(doc("https://keys.example.net/keys", ok)).is_ok());
+        let foreign = read(doc("https://evil.example/keys", ok)).unwrap_err();
+        assert_eq!(foreign.cause(), "malformed");
+        assert!(foreign.to_string().contains("allowed_hosts"), "{}", foreign);
+        let introspect = read(doc(
+            "https://auth.example.com/keys",
+            "https://evil.example/i",
+        ));
+        assert!(introspect
+            .unwrap_err()
+            .to_string()
+            .contains("introspection_endpoint"));
+        // A look-alike is another host.
+        assert!(read(doc("https://auth.example.com.evil.example/keys", ok)).is_err());
+        assert!(read(doc("https://evil.example/keys#auth.example.com", ok)).is_err());
+    }
+
+    #[test]
+    fn discovered_urls_must_be_https_unless_the_issuer_is_http() {
+        let remote = discovered_from("https://auth.example.com", &[]);
+        let doc = discovery_doc(&serde_json::json!({"issuer": "https://auth.example.com",
+            "jwks_uri": "http://auth.example.com/keys"}));
+        let err = read(&doc, "https://auth.example.com", &remote).unwrap_err();
+        assert!(err.to_string().contains("https"), "{}", err);
+        let loopback = discovered_from("http://127.0.0.1:9000", &[]);
+        let doc = discovery_doc(&serde_json::json!({"issuer": "http://127.0.0.1:9000",
+            "jwks_uri": "http://127.0.0.1:9000/keys"}));
+        assert!(read(&doc, "http://127.0.0.1:9000", &loopback).is_ok());
+    }
+
+    #[test]
+    fn urls_keep_only_visible_ascii() {
+        assert!(Url::parse("https://a.example/k\u{7f}").is_err());
+        assert!(Url::parse("https://a.example/k\ney").is_err());
+        assert!(Url::parse("https://a.example/ké").is_err());
+        assert_eq!(Url::parse("https://[::1]:8443/k").unwrap().host(), "[::1]");
+        assert_eq!(Url::parse("http://h:80/k").unwrap().host(), "h");
     }
 }

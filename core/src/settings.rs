@@ -4,8 +4,8 @@
 use crate::alg::{Alg, AlgSet};
 use crate::cache::CacheLimits;
 use crate::config::{
-    self, ClaimPathConfig, ConfigError, DefaultAction, FilterConfig, NamesConfig, ProviderConfig,
-    RuleConfig,
+    self, ClaimPathConfig, ClaimSourceConfig, ConfigError, DefaultAction, FilterConfig,
+    NamesConfig, ProviderConfig, RuleConfig,
 };
 use crate::extract::TokenSource;
 use crate::introspection::{self, ClientAuth, IntrospectionSettings, Secret};
@@ -14,7 +14,9 @@ use crate::policy::{
     Access, ClaimRequirement, ClaimTest, HostMatch, NameRequirement, OrgSource, PathMatch,
     Requirements, RoleRequirement, RouteMatch, RouteRule, RouteTable, SetMode,
 };
-use crate::principal::{zitadel_project_roles_claim, ClaimPath, ClaimSources, RoleSource};
+use crate::principal::{
+    zitadel_project_roles_claim, ClaimPath, ClaimSources, NamesClaim, NamesShape, RoleSource,
+};
 use crate::remote::{RefreshPolicy, RemoteJwks, Url};
 use crate::verify::AudienceSet;
 use serde_json::{Map, Value};
@@ -44,6 +46,12 @@ pub struct Provider {
     /// What a fetched key set may contain.
     pub key_policy: KeyPolicy,
     pub clock_skew: u64,
+    /// Claims every JWT of this provider must carry (RFC 9068 2.2).
+    pub required_claims: Vec<String>,
+    /// Longest accepted distance from now to a JWT's `exp`, in seconds (plus the skew).
+    pub max_token_lifetime: Option<u64>,
+    /// Accepted `typ` values as [`media_type`] writes them; `None`: any JWT type.
+    pub token_types: Option<Vec<String>>,
     pub claims: ClaimSources,
     pub introspection: Option<IntrospectionSettings>,
 }
@@ -437,9 +445,11 @@ fn compile_provider(
         }
     }
 
-    let path = |f: &str, p: &ClaimPathConfig| claim_path(&field(&format!("claims.{}", f)), p);
+    let source = |f: &str, c: &ClaimSourceConfig, default: NamesShape| {
+        names_claim(&field(&format!("claims.{}", f)), c, default)
+    };
     let roles = match (&cfg.zitadel, &cfg.claims.roles) {
-        (_, Some(p)) => RoleSource::Claim(path("roles", p)?),
+        (_, Some(c)) => RoleSource::Claim(source("roles", c, NamesShape::Array)?),
         (Some(z), None) => {
             if z.project_id.is_empty() || z.project_id.contains(':') {
                 return Err(ConfigError::invalid(
@@ -457,18 +467,47 @@ fn compile_provider(
         }
         (None, None) => RoleSource::None,
     };
+    let defaults = ClaimSources::default();
     let claims = ClaimSources {
         roles,
         permissions: match &cfg.claims.permissions {
-            Some(p) => path("permissions", p)?,
-            None => ClaimPath::key("permissions"),
+            Some(c) => source("permissions", c, NamesShape::Array)?,
+            None => defaults.permissions,
         },
         scopes: cfg
             .claims
             .scopes
             .as_ref()
-            .map(|p| path("scopes", p))
+            .map(|c| source("scopes", c, NamesShape::SpaceSeparated))
             .transpose()?,
+    };
+    let required_claims = match &cfg.required_claims {
+        None => vec!["exp".to_owned()],
+        Some(names) => {
+            if let Some(i) = names.iter().position(String::is_empty) {
+                return Err(ConfigError::invalid(
+                    format!("{}[{}]", field("required_claims"), i),
+                    "a claim name must not be empty",
+                ));
+            }
+            names.clone()
+        }
+    };
+    if cfg.max_token_lifetime_seconds == Some(0) {
+        return Err(ConfigError::invalid(
+            field("max_token_lifetime_seconds"),
+            "must be positive; leave it out for no limit",
+        ));
+    }
+    let token_types = match &cfg.token_types {
+        None => None,
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::invalid(
+                field("token_types"),
+                "must not be empty; leave it out to accept any JWT type",
+            ))
+        }
+        Some(list) => Some(list.iter().map(|t| media_type(t)).collect()),
     };
 
     Ok(Provider {
@@ -479,8 +518,38 @@ fn compile_provider(
         keys,
         key_policy,
         clock_skew: cfg.clock_skew_seconds,
+        required_claims,
+        max_token_lifetime: cfg.max_token_lifetime_seconds,
+        token_types,
         claims,
         introspection,
+    })
+}
+
+/// A JOSE `typ` as compared: lower case, without the `application/` prefix that RFC 7515
+/// 4.1.9 lets a sender leave out.
+pub fn media_type(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
+}
+
+fn names_claim(
+    field: &str,
+    cfg: &ClaimSourceConfig,
+    default: NamesShape,
+) -> Result<NamesClaim, ConfigError> {
+    Ok(match cfg {
+        ClaimSourceConfig::Path(path) => NamesClaim {
+            path: claim_path(field, path)?,
+            shape: default,
+        },
+        ClaimSourceConfig::Declared(declared) => NamesClaim {
+            path: claim_path(&format!("{}.path", field), &declared.path)?,
+            shape: declared.shape.unwrap_or(default),
+        },
     })
 }
 
@@ -629,6 +698,7 @@ fn compile_remote(
                 base.path.trim_end_matches('/')
             );
             Some(Url {
+                https: base.https,
                 authority: base.authority,
                 path,
             })
@@ -647,6 +717,20 @@ fn compile_remote(
                 format!("{:?} is not a host[:port]", a),
             ));
         }
+    }
+    let mut allowed_hosts = Vec::with_capacity(cfg.allowed_hosts.len());
+    for (i, host) in cfg.allowed_hosts.iter().enumerate() {
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                format!("{}[{}]", sub("allowed_hosts"), i),
+                format!("{:?} is not a host name (no scheme, port or path)", host),
+            ));
+        }
+        allowed_hosts.push(host.to_ascii_lowercase());
     }
     let positive = |f: &str, v: u64| {
         if v == 0 {
@@ -693,6 +777,7 @@ fn compile_remote(
         },
         max_bytes: cfg.max_bytes,
         startup_wait_ms: cfg.startup_wait_ms,
+        allowed_hosts,
     })
 }
 

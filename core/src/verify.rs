@@ -3,6 +3,7 @@
 use crate::alg::{Alg, AlgSet};
 use crate::jwks::{KeySet, VerifyKey};
 use crate::jwt::{Jwt, Malformed};
+use crate::settings::{media_type, Provider};
 use std::fmt;
 
 /// Why a token was not accepted as a valid token of a provider.
@@ -21,6 +22,16 @@ pub enum TokenError {
     BadSignature,
     Expired,
     NotYetValid,
+    /// A claim the provider requires (`required_claims`) is absent.
+    MissingClaim(String),
+    /// `exp` lies further ahead than `max_token_lifetime_seconds` (plus the skew).
+    LifetimeTooLong {
+        max: u64,
+    },
+    /// The header's `typ` is absent or not one of `token_types`.
+    TypeNotAccepted {
+        accepted: String,
+    },
     /// No provider accepts the token's `iss` (or the token has none and every provider
     /// requires one).
     UnknownIssuer(Option<String>),
@@ -72,7 +83,11 @@ impl FailureKind {
 impl TokenError {
     pub fn kind(&self) -> FailureKind {
         match self {
-            TokenError::TooLarge { .. } | TokenError::Malformed(_) => FailureKind::Malformed,
+            TokenError::TooLarge { .. }
+            | TokenError::Malformed(_)
+            | TokenError::MissingClaim(_)
+            | TokenError::LifetimeTooLong { .. }
+            | TokenError::TypeNotAccepted { .. } => FailureKind::Malformed,
             TokenError::AlgNotAllowed(_)
             | TokenError::UnknownKid(_)
             | TokenError::NoKeyForAlg(_)
@@ -106,6 +121,21 @@ impl fmt::Display for TokenError {
             TokenError::BadSignature => write!(f, "the signature is invalid"),
             TokenError::Expired => write!(f, "the token has expired"),
             TokenError::NotYetValid => write!(f, "the token is not valid yet (nbf)"),
+            TokenError::MissingClaim(name) => write!(
+                f,
+                "the token lacks the required claim {:?} (required_claims)",
+                name
+            ),
+            TokenError::LifetimeTooLong { max } => write!(
+                f,
+                "the token's exp lies more than {} seconds ahead (max_token_lifetime_seconds)",
+                max
+            ),
+            TokenError::TypeNotAccepted { accepted } => write!(
+                f,
+                "the token's type (typ) is not one of {} (token_types)",
+                accepted
+            ),
             TokenError::UnknownIssuer(Some(iss)) => write!(f, "issuer {:?} is not accepted", iss),
             TokenError::UnknownIssuer(None) => write!(f, "the token has no issuer (iss)"),
             TokenError::AudienceNotAllowed => {
@@ -215,19 +245,14 @@ pub fn check_time(
     Ok(())
 }
 
-/// Accepted audiences, normalised the way Envoy compares them: one leading `http://` or
-/// `https://` and one trailing `/` are ignored on both sides.
+/// Accepted audiences, compared exactly (RFC 7519 7.3: a plain string comparison). Envoy's
+/// jwt_authn ignores a scheme and a trailing `/`; tokengate does not (README, "Differences").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AudienceSet(Vec<String>);
 
 impl AudienceSet {
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(values: I) -> AudienceSet {
-        AudienceSet(
-            values
-                .into_iter()
-                .map(|v| normalize_audience(v.as_ref()).to_owned())
-                .collect(),
-        )
+        AudienceSet(values.into_iter().map(|v| v.as_ref().to_owned()).collect())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -241,19 +266,34 @@ impl AudienceSet {
     /// Any token audience equals any accepted one. An empty set accepts everything; a
     /// token without `aud` then fails.
     pub fn accepts(&self, token_aud: &[String]) -> bool {
-        self.0.is_empty()
-            || token_aud
-                .iter()
-                .any(|a| self.0.iter().any(|ok| ok == normalize_audience(a)))
+        self.0.is_empty() || token_aud.iter().any(|a| self.0.iter().any(|ok| ok == a))
     }
 }
 
-fn normalize_audience(aud: &str) -> &str {
-    let aud = aud
-        .strip_prefix("https://")
-        .or_else(|| aud.strip_prefix("http://"))
-        .unwrap_or(aud);
-    aud.strip_suffix('/').unwrap_or(aud)
+/// The provider's claim rules for JWTs: required claims (RFC 9068 2.2), the longest
+/// lifetime left, and the accepted `typ` values (RFC 9068 4).
+pub fn check_claims(jwt: &Jwt<'_>, provider: &Provider, now: u64) -> Result<(), TokenError> {
+    if let Some(missing) = provider
+        .required_claims
+        .iter()
+        .find(|name| !jwt.claims.all.contains_key(name.as_str()))
+    {
+        return Err(TokenError::MissingClaim(missing.clone()));
+    }
+    if let (Some(max), Some(exp)) = (provider.max_token_lifetime, jwt.claims.exp) {
+        if exp > now.saturating_add(max).saturating_add(provider.clock_skew) {
+            return Err(TokenError::LifetimeTooLong { max });
+        }
+    }
+    if let Some(types) = &provider.token_types {
+        let typ = jwt.typ.as_deref().map(media_type);
+        if !typ.is_some_and(|t| types.contains(&t)) {
+            return Err(TokenError::TypeNotAccepted {
+                accepted: types.join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -285,12 +325,14 @@ mod tests {
     }
 
     #[test]
-    fn audiences_ignore_scheme_and_trailing_slash() {
+    fn audiences_are_compared_exactly() {
         let set = AudienceSet::new(["https://api.example.com/", "project-1"]);
-        assert!(set.accepts(&["api.example.com".into()]));
-        assert!(set.accepts(&["http://api.example.com".into()]));
+        assert!(set.accepts(&["https://api.example.com/".into()]));
+        assert!(!set.accepts(&["api.example.com".into()]));
+        assert!(!set.accepts(&["https://api.example.com".into()]));
+        assert!(!set.accepts(&["http://api.example.com/".into()]));
+        assert!(!set.accepts(&["Project-1".into()]));
         assert!(set.accepts(&["x".into(), "project-1".into()]));
-        assert!(!set.accepts(&["ftp://api.example.com".into()]));
         assert!(!set.accepts(&[]));
     }
 
