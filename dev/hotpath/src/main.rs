@@ -6,11 +6,14 @@
 //! DIR holds `make bench`'s generated material: `jwks-rs256.json`, `jwks-es256.json`,
 //! `rs256.txt`, `es256.txt` (one distinct valid token per line).
 
+use std::rc::Rc;
 use std::time::Instant;
 use tokengate_core::alg::AlgSet;
 use tokengate_core::gate::{Gate, Request, Verdict};
 use tokengate_core::headers::HeaderMap;
+use tokengate_core::introspection::{self, ClientAuth, IntrospectionClient, IntrospectionSettings};
 use tokengate_core::jwks::{parse_jwks_str, KeyPolicy};
+use tokengate_core::remote::Url;
 use tokengate_core::{jwt, settings, verify};
 
 fn read(dir: &str, name: &str) -> String {
@@ -113,10 +116,50 @@ fn profile(dir: &str, alg: &str, jwks_file: &str, tokens_file: &str) {
     );
 }
 
+/// The work an introspection callout adds with private_key_jwt: signing a fresh client
+/// assertion (2048-bit RSA), once per callout.
+fn profile_client_assertion(dir: &str) {
+    let (client_id, key_id, key) =
+        introspection::parse_key_file(&read(dir, "client-key.json")).expect("bench key file");
+    let settings = IntrospectionSettings {
+        endpoint: None,
+        cluster: "idp".into(),
+        authority: None,
+        timeout_ms: 1000,
+        auth: ClientAuth::PrivateKeyJwt {
+            client_id,
+            key_id: key_id.clone(),
+            key: Rc::new(key.with_key_id(&key_id)),
+            audience: "https://bench.test".into(),
+        },
+        cache_ttl_s: 60,
+        negative_ttl_s: 10,
+        cache_max_entries: 100,
+        cache_max_bytes: 1 << 20,
+        introspect_jwts: false,
+        max_bytes: 65536,
+    };
+    let client = IntrospectionClient::new(settings);
+    let endpoint = Url::parse("https://bench.test/oauth/v2/introspect").expect("bench URL");
+    let now = now_ms() / 1000;
+    let mut jti = 0;
+    println!("introspection:");
+    time(
+        "  request with a new private_key_jwt assertion",
+        &["opaque-token"],
+        5,
+        |token| {
+            jti += 1;
+            assert!(client.request(token, &endpoint, now, jti).is_ok());
+        },
+    );
+}
+
 fn main() {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "target/bench".into());
     profile(&dir, "RS256", "jwks-rs256.json", "rs256.txt");
     profile(&dir, "ES256", "jwks-es256.json", "es256.txt");
+    profile_client_assertion(&dir);
 }

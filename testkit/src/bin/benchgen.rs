@@ -2,7 +2,8 @@
 //!
 //! Writes into DIR: `jwks-rs256.json`, `jwks-es256.json` (public key sets), `rs256.txt` and
 //! `es256.txt` (one distinct valid token per line: issuer `https://bench.test`, audience `bench`,
-//! valid for a day) and `forged.txt` (a well-formed RS256 token with a wrong signature).
+//! valid for a day), `forged.txt` (a well-formed RS256 token with a wrong signature) and
+//! `client-key.json` (a ZITADEL application key file, for timing private_key_jwt signing).
 
 use serde_json::json;
 use std::io::Write;
@@ -64,6 +65,11 @@ fn main() -> ExitCode {
     std::fs::write(
         format!("{}/forged.txt", dir),
         format!("{}.{}\n", input, mint::b64(&bytes)),
+    )
+    .unwrap();
+    std::fs::write(
+        format!("{}/client-key.json", dir),
+        devidp::idp::new_key_file("bench-client", "bench-key").to_string(),
     )
     .unwrap();
     println!("benchgen: {} RS256 and {} ES256 tokens in {}", rs, es, dir);
