@@ -202,7 +202,7 @@ fn any_configured_audience_is_accepted() {
     for aud in [
         json!(["other", "api"]),
         json!("api"),
-        json!(["http://api.example.com"]),
+        json!(["https://api.example.com/"]),
     ] {
         let token = key("ES256").sign(&claims(ISS, &[], json!({"aud": aud})));
         expect::passed(&send(&token));
