@@ -155,7 +155,8 @@ pub struct Gate {
     describe_allowed: bool,
 }
 
-/// How long a failed introspection is answered from the cache (503) before a new callout.
+/// How long a failed introspection (no answer, an error status, an answer that is not RFC
+/// 7662) is answered from the cache (503) before a new callout.
 const INTROSPECTION_FAILURE_TTL_S: u64 = 2;
 
 impl Gate {
@@ -239,11 +240,9 @@ impl Gate {
                     };
                     (IntrospectionEntry::Active(Rc::new(token)), size, expires_at)
                 }
-                Err(e) => (
-                    IntrospectionEntry::Failed(e),
-                    64,
-                    now + INTROSPECTION_FAILURE_TTL_S,
-                ),
+                // A well-formed answer whose claims are unusable (another issuer, claims of
+                // the wrong type) says the same when asked again at once.
+                Err(e) => (IntrospectionEntry::Failed(e), 64, negative_until),
             },
         };
         cache.insert(key, entry, size, expires_at);
@@ -1083,6 +1082,29 @@ mod tests {
             gate.evaluate(&Request::new(&headers), now_ms + 11_000, true),
             Verdict::Wait(_)
         ));
+    }
+
+    #[test]
+    fn an_unusable_introspection_answer_is_not_asked_again_within_the_negative_ttl() {
+        let mut gate = introspecting_gate();
+        let headers = opaque_request("opaque-token-3");
+        let now_ms = 1_000_000_000;
+        let Verdict::Wait(wait) = gate.evaluate(&Request::new(&headers), now_ms, true) else {
+            panic!("an opaque token waits for its answer");
+        };
+        let key = wait.introspect.unwrap().key;
+        let members = serde_json::json!({"iss": "https://other.test", "exp": 2_000_000});
+        let Value::Object(members) = members else {
+            unreachable!()
+        };
+        gate.record_introspection(0, &key, Ok(Introspected::Active(members)), now_ms);
+        match gate.evaluate(&Request::new(&headers), now_ms + 9_000, true) {
+            Verdict::Decided(d) => {
+                assert_eq!(d.denial.as_ref().map(|x| x.status), Some(503));
+                assert!(!d.detail.contains("other.test"), "{}", d.detail);
+            }
+            Verdict::Wait(_) => panic!("a new callout within the negative TTL"),
+        }
     }
 
     #[test]
