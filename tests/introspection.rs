@@ -449,22 +449,25 @@ fn private_key_jwt_retries_once_with_a_new_assertion_when_refused() {
 // Issue 12, defect 2: an active introspection answer is judged by the same time rules as a
 // JWT (clock skew, default 60 s), and an unusable answer makes no new callout for the token.
 
+/// An opaque token of `opaque-admin` whose `exp` passed `seconds` ago.
+fn opaque_admin_expired_ago(setup: &Setup, seconds: u64) -> String {
+    let exp = devidp::idp::now() - seconds;
+    let t = setup
+        .idp
+        .idp()
+        .mint("opaque-admin", &json!({ "exp": exp }), None)
+        .unwrap();
+    tokengate_testkit::leaks::register_secret(&t);
+    t
+}
+
 #[test]
 fn introspection_answer_expired_within_the_clock_skew_is_accepted() {
     let setup = start_idp();
     // The IdP's clock runs 30 s behind ours: it still calls a token active that expired 5 s ago.
     setup.idp.idp().set_clock_lag(30);
     let envoy = start_envoy(&setup, json!({}), SECRET);
-    let t = setup
-        .idp
-        .idp()
-        .mint(
-            "opaque-admin",
-            &json!({"exp": devidp::idp::now() - 5}),
-            None,
-        )
-        .unwrap();
-    tokengate_testkit::leaks::register_secret(&t);
+    let t = opaque_admin_expired_ago(&setup, 5);
     expect::passed(&envoy.get_with_token("/admin", &t));
     expect::passed(&envoy.get_with_token("/admin", &t));
     assert_eq!(introspections(&setup), 1, "the answer is reused");
@@ -475,16 +478,7 @@ fn introspection_answer_expired_beyond_the_clock_skew_is_refused_and_not_asked_a
     let setup = start_idp();
     setup.idp.idp().set_clock_lag(300);
     let envoy = start_envoy(&setup, json!({"negative_cache_ttl_seconds": 10}), SECRET);
-    let t = setup
-        .idp
-        .idp()
-        .mint(
-            "opaque-admin",
-            &json!({"exp": devidp::idp::now() - 200}),
-            None,
-        )
-        .unwrap();
-    tokengate_testkit::leaks::register_secret(&t);
+    let t = opaque_admin_expired_ago(&setup, 200);
     expect::invalid_token(&envoy.get_with_token("/admin", &t), "expired");
     assert_eq!(introspections(&setup), 1);
     expect::invalid_token(&envoy.get_with_token("/admin", &t), "expired");
