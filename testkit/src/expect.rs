@@ -2,7 +2,7 @@
 
 use crate::http::Response;
 
-/// The request went through tokengate to the echo upstream.
+/// The request went through tokengate to the upstream (echo or WSGI).
 #[track_caller]
 pub fn passed(r: &Response) {
     assert!(
@@ -18,7 +18,7 @@ pub fn passed(r: &Response) {
 #[track_caller]
 pub fn refused(r: &Response, status: u16, error: &str, description: &str) {
     assert!(
-        r.header("x-echo-upstream").is_none(),
+        !r.from_upstream(),
         "expected a refusal, but the upstream answered: {}",
         r.body
     );

@@ -1,6 +1,6 @@
 //! A deliberately raw HTTP/1.1 client: tests must be able to send what real clients should
 //! not (two Authorization headers, tabs, non-ASCII bytes), so requests are written byte for
-//! byte.
+//! byte. HTTP/2 requests ([`request_h2`]) go through `curl --http2-prior-knowledge` (h2c).
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -41,9 +41,15 @@ impl Response {
         })
     }
 
-    /// For echo-upstream responses: whether the upstream saw the request at all.
+    /// Whether the upstream (the echo upstream or the WSGI upstream) answered the request.
     pub fn reached_upstream(&self) -> bool {
-        self.status == 200 && self.header("x-echo-upstream").is_some()
+        self.status == 200 && self.from_upstream()
+    }
+
+    /// Whether the response came from a test upstream (echo or WSGI), whatever its status.
+    pub fn from_upstream(&self) -> bool {
+        self.header("x-echo-upstream").is_some()
+            || self.header(crate::wsgi::MARKER_HEADER).is_some()
     }
 }
 
@@ -187,4 +193,130 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(size + 2).min(data.len())..];
     }
     out
+}
+
+/// How long one HTTP/2 request may take in all (`curl --max-time`).
+pub const H2_MAX_TIME: Duration = Duration::from_secs(10);
+
+/// Why an HTTP/2 request got no response (curl's exit status and message), e.g. Envoy reset
+/// the stream (curl exit 92) instead of answering.
+#[derive(Debug, Clone)]
+pub struct H2Failure {
+    pub exit: Option<i32>,
+    pub stderr: String,
+    /// Whatever curl wrote to stdout before failing.
+    pub stdout: String,
+}
+
+impl std::fmt::Display for H2Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "curl exit {:?}: {}",
+            self.exit,
+            self.stderr.trim().replace('\n', " | ")
+        )
+    }
+}
+
+/// An HTTP/2 request over cleartext with prior knowledge (h2c) to 127.0.0.1:port, sent by
+/// curl: the method exactly as given (`post` stays lower case), the headers in order
+/// (repeated names are all sent; curl lower-cases names; an empty value is sent empty), a
+/// `host` of `test.local` unless one is given (curl sends it as `:authority`), no
+/// `user-agent` or `accept` unless given. The path is sent as is (`--path-as-is`, no
+/// globbing); curl refuses characters a URL cannot hold (spaces, control bytes). Panics when
+/// no response arrives (see [`try_request_h2`]).
+pub fn request_h2(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    try_request_h2(port, method, path, headers)
+        .unwrap_or_else(|e| panic!("HTTP/2 {} {} to 127.0.0.1:{}: {}", method, path, port, e))
+}
+
+/// As [`request_h2`], with the failure (e.g. a stream reset) returned.
+pub fn try_request_h2(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, H2Failure> {
+    curl_h2(port, method, path, headers, None)
+}
+
+/// As [`request_h2`], with a request body (curl adds `content-length`).
+pub fn request_h2_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    curl_h2(port, method, path, headers, Some(body))
+        .unwrap_or_else(|e| panic!("HTTP/2 {} {} to 127.0.0.1:{}: {}", method, path, port, e))
+}
+
+fn curl_h2(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, H2Failure> {
+    let fail = |exit: Option<i32>, stderr: String| H2Failure {
+        exit,
+        stderr,
+        stdout: String::new(),
+    };
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["--http2-prior-knowledge", "-sS", "-i", "--path-as-is", "-g"])
+        .args(["--max-time", &H2_MAX_TIME.as_secs().to_string()])
+        .args(["--connect-timeout", "5"])
+        .args(["-X", method]);
+    let given = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !given("host") {
+        cmd.args(["-H", "host: test.local"]);
+    }
+    for (name, default) in [("user-agent", "User-Agent:"), ("accept", "Accept:")] {
+        if !given(name) {
+            // An empty `Name:` tells curl not to send its own.
+            cmd.args(["-H", default]);
+        }
+    }
+    for (name, value) in headers {
+        if value.is_empty() {
+            // `Name;` is curl's spelling of a header with an empty value.
+            cmd.arg("-H").arg(format!("{};", name));
+        } else {
+            cmd.arg("-H").arg(format!("{}: {}", name, value));
+        }
+    }
+    if body.is_some() {
+        cmd.args(["--data-binary", "@-"]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{}{}", port, path))
+        .stdin(if body.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(None, format!("cannot run curl: {}", e)))?;
+    if let (Some(body), Some(mut stdin)) = (body, child.stdin.take()) {
+        stdin
+            .write_all(body)
+            .map_err(|e| fail(None, format!("writing the body to curl: {}", e)))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(None, format!("waiting for curl: {}", e)))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || !out.stdout.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(H2Failure {
+            exit: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stdout,
+        });
+    }
+    Ok(parse_response(&out.stdout))
 }

@@ -1,6 +1,7 @@
 //! End-to-end test helpers for tokengate, shared by every test in `tests/`: they start the
-//! real Envoy with the built `tokengate.wasm` in front of an echo upstream, send requests
-//! byte for byte, and mint tokens with keys generated at run time.
+//! real Envoy with the built `tokengate.wasm` in front of an echo upstream (or a WSGI
+//! application), send requests byte for byte over HTTP/1.1 or through curl over HTTP/2, and
+//! mint tokens with keys generated at run time.
 
 pub use devidp;
 
@@ -12,10 +13,14 @@ pub mod leaks;
 pub mod mint;
 pub mod process;
 pub mod upstream;
+pub mod wsgi;
 
-pub use envoy::{Envoy, EnvoyOptions};
+pub use envoy::{
+    Envoy, EnvoyOptions, EscapedSlashes, HeadersWithUnderscores, PathSettings, Upstream,
+};
 pub use http::Response;
 pub use mint::SigningKey;
+pub use wsgi::WsgiUpstream;
 
 use std::path::PathBuf;
 
