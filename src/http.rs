@@ -8,6 +8,7 @@ use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
 use std::time::Duration;
 use tokengate_core::decision::{Decision, Outcome};
+use tokengate_core::edge;
 use tokengate_core::gate::{Request, Verdict, WaitReason};
 
 /// Tick period while requests wait for keys.
@@ -70,11 +71,16 @@ impl HttpContext for RequestFilter {
             return internal_failure("re-entrant request handling");
         };
 
-        // Headers the filter writes are never taken from the client.
-        for name in &gate.settings().managed_headers {
-            if headers.contains(name) {
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-            }
+        // Headers the filter writes are never taken from the client, in any spelling an
+        // application reads as theirs; nor are method and path overrides, or other
+        // spellings of the headers rules read.
+        let settings = gate.settings();
+        for name in edge::headers_to_remove(
+            &headers,
+            &settings.protected_headers,
+            &settings.removed_headers,
+        ) {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &name);
         }
 
         let may_wait = shared.parked.borrow().len() < crate::root::MAX_PARKED;

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! Where tokengate finds the token, in a real Envoy: `Authorization: Bearer` (any case), a
-//! named header with a prefix, a cookie, a query parameter, tried in the configured order;
-//! and the header forms it refuses.
+//! named header with a prefix, a cookie, a query parameter, one of them at a time; and the
+//! forms it refuses.
 
 use serde_json::json;
 use std::sync::OnceLock;
@@ -179,18 +179,39 @@ fn query_parameter() {
 }
 
 #[test]
-fn sources_are_tried_in_the_configured_order() {
+fn each_configured_source_carries_the_token_alone() {
     let f = fixture();
     let bearer = format!("Bearer {}", token_for("from-bearer"));
-    let cookie = format!("access_token={}", token_for("from-cookie"));
-    let path = format!("/?access_token={}", token_for("from-query"));
-    let r = f
-        .all
-        .get(&path, &[("cookie", &cookie), ("authorization", &bearer)]);
+    let r = f.all.get("/", &[("authorization", &bearer)]);
     assert_eq!(sub_seen_upstream(&r), "from-bearer");
-    let r = f.all.get(&path, &[("cookie", &cookie)]);
+    let cookie = format!("access_token={}", token_for("from-cookie"));
+    let r = f.all.get("/", &[("cookie", &cookie)]);
     assert_eq!(sub_seen_upstream(&r), "from-cookie");
-    // A Basic Authorization header is not a token: the next source is tried.
+    let path = format!("/?access_token={}", token_for("from-query"));
+    // A Basic Authorization header is not a token: the query's is the only one.
     let r = f.all.get(&path, &[("authorization", "Basic dXNlcjpwYXNz")]);
     assert_eq!(sub_seen_upstream(&r), "from-query");
+}
+
+#[test]
+fn tokens_in_more_than_one_source_are_refused() {
+    let f = fixture();
+    let bearer = format!("Bearer {}", token_for("from-bearer"));
+    // A forged cookie or query token beside a valid Authorization header must not reach the
+    // upstream, which may read it instead (RFC 6750 2: one method only).
+    let forged_cookie = "access_token=forged.cookie.token";
+    let forged_query = "/?access_token=forged.query.token";
+    for r in [
+        f.all.get(
+            "/",
+            &[("authorization", &bearer), ("cookie", forged_cookie)],
+        ),
+        f.all.get(forged_query, &[("authorization", &bearer)]),
+        f.all.get(
+            forged_query,
+            &[("cookie", &format!("access_token={}", token_for("c")))],
+        ),
+    ] {
+        expect::refused(&r, 401, "invalid_request", "more than one place");
+    }
 }

@@ -102,6 +102,19 @@ pub struct FilterConfig {
     pub max_token_bytes: Option<usize>,
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
+    /// Refuse (400) a path not in normal form (`//`, dot segments, encoded `/`, `;`, ...).
+    #[serde(default = "yes")]
+    pub require_normal_paths: bool,
+    /// Let `X-HTTP-Method-Override`, `X-Method-Override` and `X-HTTP-Method` through.
+    #[serde(default)]
+    pub keep_method_override_headers: bool,
+    /// Let `X-Original-URL` and `X-Rewrite-URL` through.
+    #[serde(default)]
+    pub keep_path_override_headers: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

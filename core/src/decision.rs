@@ -17,10 +17,12 @@ pub enum DenyReason {
     Inactive,
     /// Not the client's fault: keys or the introspection endpoint cannot be reached (503).
     Unavailable,
+    /// The request has no single reading: its host, path or organisation header (400).
+    BadRequest,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 10] = [
+    pub const ALL: [DenyReason; 11] = [
         DenyReason::Missing,
         DenyReason::Malformed,
         DenyReason::Signature,
@@ -31,6 +33,7 @@ impl DenyReason {
         DenyReason::Forbidden,
         DenyReason::Inactive,
         DenyReason::Unavailable,
+        DenyReason::BadRequest,
     ];
 
     pub fn label(self) -> &'static str {
@@ -45,6 +48,7 @@ impl DenyReason {
             DenyReason::Forbidden => "forbidden",
             DenyReason::Inactive => "inactive",
             DenyReason::Unavailable => "unavailable",
+            DenyReason::BadRequest => "bad_request",
         }
     }
 }
@@ -120,6 +124,16 @@ impl Denial {
             status: 403,
             headers: vec![("content-type", "application/json".to_owned())],
             body: body("access_denied", description),
+        }
+    }
+
+    /// 400 for a request whose host, path or organisation the upstream could read otherwise
+    /// than tokengate: not a token problem, so no challenge.
+    pub fn bad_request(description: &str) -> Denial {
+        Denial {
+            status: 400,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: body("invalid_request", description),
         }
     }
 

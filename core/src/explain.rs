@@ -57,7 +57,18 @@ pub fn explain(gate: &mut Gate, req: &Request<'_>, now_ms: u64) -> Explanation {
     let full_path = req.header(":path").unwrap_or_default();
     let path = full_path.split(['?', '#']).next().unwrap_or_default();
     let authority = req.header(":authority").unwrap_or_default();
-    let host = authority.rsplit_once(':').map_or(&*authority, |(h, _)| h);
+    let host = match crate::edge::canonical_host(&authority) {
+        Ok(host) => host,
+        Err(e) => {
+            step(&mut steps, "request", Some(false), e.to_string());
+            ""
+        }
+    };
+    if settings.require_normal_paths {
+        if let Err(e) = crate::edge::check_path(path) {
+            step(&mut steps, "request", Some(false), e.to_string());
+        }
+    }
     let rule = settings.routes.select(&RouteKey {
         method: &method,
         path,

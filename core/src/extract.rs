@@ -48,8 +48,13 @@ impl fmt::Display for TokenSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExtractError {
     Repeated(String),
-    BadScheme { header: String, prefix: String },
+    BadScheme {
+        header: String,
+        prefix: String,
+    },
     NotVisibleAscii(String),
+    /// Tokens in more than one configured source.
+    SeveralSources,
 }
 
 impl fmt::Display for ExtractError {
@@ -62,6 +67,10 @@ impl fmt::Display for ExtractError {
                 f,
                 "the {} header must be \"{}<token>\" (spaces, not tabs, after the scheme)",
                 header, prefix
+            ),
+            ExtractError::SeveralSources => write!(
+                f,
+                "the request carries tokens in more than one place; send one, in one place (RFC 6750 2)"
             ),
             ExtractError::NotVisibleAscii(what) => {
                 write!(
@@ -86,30 +95,34 @@ pub enum Extraction<'a> {
     Invalid(ExtractError),
 }
 
-/// Tries each source in order; the first that holds a token wins.
+/// Looks in every source. A request that carries a token in more than one of them is
+/// refused (RFC 6750 2: a client MUST NOT use more than one method): tokengate would check
+/// one while the upstream may read another.
 pub fn extract<'a>(
     sources: &[TokenSource],
     headers: &'a HeaderMap,
     path: &'a str,
 ) -> Extraction<'a> {
+    let mut found: Option<(Cow<'a, str>, usize)> = None;
     for (index, source) in sources.iter().enumerate() {
-        let found = match source {
+        let token = match source {
             TokenSource::Header { name, prefix } => from_header(headers, name, prefix.as_deref()),
             TokenSource::Cookie(name) => from_cookie(headers, name),
             TokenSource::Query(name) => from_query(path, name),
         };
-        match found {
-            Ok(Some(token)) => {
-                return Extraction::Found {
-                    token,
-                    source: index,
-                }
+        match token {
+            Ok(Some(_)) if found.is_some() => {
+                return Extraction::Invalid(ExtractError::SeveralSources)
             }
-            Ok(None) => continue,
+            Ok(Some(token)) => found = Some((token, index)),
+            Ok(None) => {}
             Err(e) => return Extraction::Invalid(e),
         }
     }
-    Extraction::Missing
+    match found {
+        Some((token, source)) => Extraction::Found { token, source },
+        None => Extraction::Missing,
+    }
 }
 
 fn is_token_text(s: &str) -> bool {
@@ -350,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_tried_in_order() {
+    fn the_one_source_that_holds_a_token_is_used() {
         let sources = [
             TokenSource::Header {
                 name: "x-token".into(),
@@ -360,7 +373,7 @@ mod tests {
             TokenSource::Query("access_token".into()),
         ];
         let headers = h(&[("cookie", "a=1; at=from-cookie; b=2")]);
-        let r = extract(&sources, &headers, "/p?access_token=from-query");
+        let r = extract(&sources, &headers, "/p");
         assert_eq!(
             r,
             Extraction::Found {
@@ -378,13 +391,32 @@ mod tests {
             }
         );
         let headers = h(&[("x-token", "raw-token")]);
-        let r = extract(&sources, &headers, "/p?access_token=q");
+        let r = extract(&sources, &headers, "/p?other=q");
         assert_eq!(
             r,
             Extraction::Found {
                 token: Cow::Borrowed("raw-token"),
                 source: 0
             }
+        );
+    }
+
+    #[test]
+    fn tokens_in_more_than_one_source_are_refused() {
+        let sources = [
+            TokenSource::bearer(),
+            TokenSource::Cookie("at".into()),
+            TokenSource::Query("access_token".into()),
+        ];
+        let both = h(&[("authorization", "Bearer a"), ("cookie", "at=b")]);
+        assert_eq!(
+            extract(&sources, &both, "/p"),
+            Extraction::Invalid(ExtractError::SeveralSources)
+        );
+        let header_and_query = h(&[("authorization", "Bearer a")]);
+        assert_eq!(
+            extract(&sources, &header_and_query, "/p?access_token=c"),
+            Extraction::Invalid(ExtractError::SeveralSources)
         );
     }
 

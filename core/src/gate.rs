@@ -3,12 +3,13 @@
 
 use crate::cache::BoundedCache;
 use crate::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
+use crate::edge;
 use crate::extract::{self, Extraction, TokenSource};
 use crate::headers::HeaderMap;
 use crate::introspection::{token_key, Introspected, IntrospectionError};
 use crate::jwks::KeySet;
 use crate::jwt;
-use crate::policy::{Access, Requirements, RouteKey, RouteRule, Shortfall};
+use crate::policy::{Access, OrgSource, Requirements, RouteKey, RouteRule, Shortfall};
 use crate::principal::Principal;
 use crate::settings::{KeySource, Settings};
 use crate::verify::{self, FailureKind, TokenError};
@@ -294,6 +295,19 @@ impl Gate {
         }
     }
 
+    /// A 400 for a request tokengate cannot read the way the upstream will (see
+    /// [`crate::edge`]); no rule was chosen for it.
+    fn refuse_edge(&self, e: edge::EdgeError) -> Decision {
+        let why = e.to_string();
+        finish_denied(
+            self.blank_decision("(request)"),
+            &self.settings,
+            DenyReason::BadRequest,
+            Denial::bad_request(&why),
+            why,
+        )
+    }
+
     fn blank_decision(&self, rule: &str) -> Decision {
         Decision {
             outcome: Outcome::Allowed,
@@ -317,10 +331,19 @@ impl Gate {
         let full_path = req.header(":path").unwrap_or_default();
         let path = full_path.split(['?', '#']).next().unwrap_or_default();
         let authority = req.header(":authority").unwrap_or_default();
+        let host = match edge::canonical_host(&authority) {
+            Ok(host) => host,
+            Err(e) => return Verdict::Decided(self.refuse_edge(e)),
+        };
+        if settings.require_normal_paths {
+            if let Err(e) = edge::check_path(path) {
+                return Verdict::Decided(self.refuse_edge(e));
+            }
+        }
         let rule = settings.routes.select(&RouteKey {
             method: &method,
             path,
-            host: strip_port(&authority),
+            host,
         });
         let mut decision = Decision {
             outcome: Outcome::Allowed,
@@ -350,6 +373,25 @@ impl Gate {
             Access::Anonymous => None,
             Access::Token(requirements) => Some(requirements),
         };
+        let org_header = requirements
+            .and_then(|r| r.roles.as_ref())
+            .and_then(|r| match &r.org {
+                Some(OrgSource::Header(name)) => Some(name),
+                _ => None,
+            });
+        if let Some(name) = org_header {
+            if let Err(e) = edge::single_org(req.headers, name) {
+                let why = e.to_string();
+                let denial = Denial::bad_request(&why);
+                return Verdict::Decided(finish_denied(
+                    decision,
+                    settings,
+                    DenyReason::BadRequest,
+                    denial,
+                    why,
+                ));
+            }
+        }
 
         let (token, source) = match extract::extract(&settings.sources, req.headers, &full_path) {
             Extraction::Found { token, source } => (token, source),
@@ -842,18 +884,6 @@ fn finish_denied(
     decision
 }
 
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        // [v6]:port
-        return authority
-            .split_once(']')
-            .map_or(authority, |(host, _)| &authority[..host.len() + 1]);
-    }
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host)
-}
-
 fn describe_sources(sources: &[TokenSource]) -> String {
     sources
         .iter()
@@ -1127,14 +1157,6 @@ mod tests {
         };
         assert_eq!(d.denial.as_ref().map(|x| x.status), Some(401));
         assert!(d.detail.contains("\"exp\""), "{}", d.detail);
-    }
-
-    #[test]
-    fn ports_are_stripped_from_the_authority() {
-        assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
-        assert_eq!(strip_port("api.example.com"), "api.example.com");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod b64;
 pub mod cache;
 pub mod config;
 pub mod decision;
+pub mod edge;
 pub mod explain;
 pub mod extract;
 pub mod gate;

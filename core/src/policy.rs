@@ -11,7 +11,7 @@ pub struct RouteKey<'a> {
     pub method: &'a str,
     /// `:path` without the query string.
     pub path: &'a str,
-    /// `:authority` without the port, as sent.
+    /// `:authority` in canonical form ([`crate::edge::canonical_host`]).
     pub host: &'a str,
 }
 
@@ -67,7 +67,8 @@ impl HostMatch {
 #[derive(Debug, Clone, Default)]
 pub struct RouteMatch {
     pub path: Option<PathMatch>,
-    /// Upper-case method names.
+    /// Upper-case method names, compared case-insensitively (frameworks upper-case the
+    /// method: `post` over HTTP/2 is served as `POST`).
     pub methods: Vec<String>,
     pub hosts: Vec<HostMatch>,
 }
@@ -75,7 +76,11 @@ pub struct RouteMatch {
 impl RouteMatch {
     pub fn matches(&self, key: &RouteKey<'_>) -> bool {
         self.path.as_ref().is_none_or(|p| p.matches(key.path))
-            && (self.methods.is_empty() || self.methods.iter().any(|m| m == key.method))
+            && (self.methods.is_empty()
+                || self
+                    .methods
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(key.method)))
             && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(key.host)))
     }
 }

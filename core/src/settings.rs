@@ -7,6 +7,7 @@ use crate::config::{
     self, ClaimPathConfig, ClaimSourceConfig, ConfigError, DefaultAction, FilterConfig,
     NamesConfig, ProviderConfig, RuleConfig,
 };
+use crate::edge;
 use crate::extract::TokenSource;
 use crate::introspection::{self, ClientAuth, IntrospectionSettings, Secret};
 use crate::jwks::{self, KeyPolicy, KeySet};
@@ -104,6 +105,15 @@ pub struct Settings {
     /// Every header this filter writes; removed from each incoming request first, so a client
     /// can never pose as the filter.
     pub managed_headers: Vec<String>,
+    /// Headers removed from each request in every spelling an application reads as theirs
+    /// (`x_user_id` for `x-user-id`): the managed headers and, unless kept, the method and
+    /// path override headers.
+    pub removed_headers: Vec<String>,
+    /// Headers whose other spellings are removed, the exact name kept: the organisation
+    /// headers rules read and the token source headers.
+    pub protected_headers: Vec<String>,
+    /// Refuse a path that is not in normal form ([`crate::edge::check_path`]).
+    pub require_normal_paths: bool,
     /// The top-level claims that claim tests and forwarded claim headers read. A verified
     /// token keeps only these besides its principal, `aud`, `exp` and `nbf` (which are kept
     /// apart): the cache then holds what decisions use, not whole payloads.
@@ -228,6 +238,30 @@ pub fn compile(config: FilterConfig, env: Env<'_>) -> Result<(Settings, Vec<Stri
         }
     }
 
+    let mut removed_headers = managed_headers.clone();
+    if !config.keep_method_override_headers {
+        removed_headers.extend(edge::METHOD_OVERRIDE_HEADERS.iter().map(|h| h.to_string()));
+    }
+    if !config.keep_path_override_headers {
+        removed_headers.extend(edge::PATH_OVERRIDE_HEADERS.iter().map(|h| h.to_string()));
+    }
+    let mut protected_headers: Vec<String> = rules
+        .iter()
+        .filter_map(|rule| match &rule.access {
+            Access::Token(requirements) => match requirements.roles.as_ref()?.org.as_ref()? {
+                OrgSource::Header(name) => Some(name.clone()),
+                OrgSource::Fixed(_) => None,
+            },
+            Access::Anonymous | Access::Deny => None,
+        })
+        .chain(sources.iter().filter_map(|s| match s {
+            TokenSource::Header { name, .. } => Some(name.clone()),
+            TokenSource::Cookie(_) | TokenSource::Query(_) => None,
+        }))
+        .collect();
+    protected_headers.sort();
+    protected_headers.dedup();
+
     let max_token_bytes = config.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
     if max_token_bytes == 0 {
         return Err(ConfigError::invalid("max_token_bytes", "must be positive"));
@@ -285,6 +319,9 @@ pub fn compile(config: FilterConfig, env: Env<'_>) -> Result<(Settings, Vec<Stri
                 ttl_seconds: cache.ttl_seconds,
             },
             managed_headers,
+            removed_headers,
+            protected_headers,
+            require_normal_paths: config.require_normal_paths,
             used_claims,
         },
         warnings,
