@@ -132,6 +132,9 @@ impl HttpContext for RequestFilter {
 /// request context must return to Envoy.
 pub fn apply(shared: &Shared, decision: &Decision, resumed: bool) -> Action {
     shared.metrics.record(decision, resumed);
+    if let Some(warning) = &decision.warning {
+        log::warn!("tokengate: {}", warning);
+    }
     if let Outcome::Denied(reason) = decision.outcome {
         if log::log_enabled!(log::Level::Debug) {
             let mode = if decision.enforced {

@@ -214,3 +214,60 @@ fn client_supplied_claim_headers_never_reach_the_upstream() {
         );
     }
 }
+
+/// An Envoy whose tokens carry 1,000 roles: `x-user-roles` would be about 10 KB, more than
+/// the default bound of 8 KiB (upstreams with 8-16 KB header limits refuse such requests).
+fn oversized_roles_envoy(oversized_headers: Option<&str>) -> (Envoy, String) {
+    let key = SigningKey::es256("big");
+    let mut config = json!({
+        "providers": {"main": {
+            "issuer": ISS, "audiences": ["api"], "jwks": mint::jwks(&[&key]),
+            "claims": {"roles": "roles"}
+        }},
+        "rules": [{"name": "everything", "match": {"path": {"prefix": "/"}}}],
+        "default": "deny",
+        "max_token_bytes": 200_000,
+        "forward": {
+            "claims": [{"claim": "sub", "header": "x-user-id"}],
+            "roles_header": "x-user-roles"
+        }
+    });
+    if let Some(choice) = oversized_headers {
+        config["forward"]["oversized_headers"] = json!(choice);
+    }
+    let envoy = Envoy::start(&config);
+    let roles: Vec<String> = (0..1000).map(|i| format!("role-{:04}", i)).collect();
+    let token = key.sign(&claims(ISS, &["api"], json!({"roles": roles})));
+    (envoy, token)
+}
+
+#[test]
+fn a_forwarded_header_over_the_bound_is_left_out_with_one_warning_per_rule() {
+    // The default: forward.oversized_headers omit, forward.max_header_bytes 8 KiB.
+    let (envoy, token) = oversized_roles_envoy(None);
+    for _ in 0..3 {
+        let r = envoy.get_with_token("/orders", &token);
+        expect::passed(&r);
+        assert!(r.upstream_header("x-user-roles").is_none(), "left out");
+        assert_eq!(r.upstream_header("x-user-id").as_deref(), Some("user-1"));
+    }
+    let log = envoy.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("max_header_bytes") && l.contains("[warning]"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning for the rule: {:?}",
+        warnings
+    );
+    assert!(warnings[0].contains("rule everything") && warnings[0].contains("x-user-roles"));
+}
+
+#[test]
+fn a_forwarded_header_over_the_bound_refuses_the_request_when_configured() {
+    let (envoy, token) = oversized_roles_envoy(Some("refuse"));
+    let r = envoy.get_with_token("/orders", &token);
+    expect::refused(&r, 403, "access_denied", "max_header_bytes");
+}

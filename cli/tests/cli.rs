@@ -51,6 +51,35 @@ fn validate_accepts_what_the_filter_accepts_and_names_the_field_otherwise() {
 }
 
 #[test]
+fn validate_warns_about_a_rule_that_guards_only_some_unsafe_methods() {
+    let key = SigningKey::es256("k");
+    let mut cfg = config(&key);
+    cfg["rules"] = json!([
+        {"name": "orders-write", "match": {"path": {"prefix": "/orders"}, "methods": ["POST", "PUT", "DELETE"]},
+         "scopes": {"all_of": ["orders:write"]}},
+        {"name": "orders-read", "match": {"path": {"prefix": "/orders"}}}
+    ]);
+    let (code, out) = tokengate(&["validate", &write("write-hole", &cfg)]);
+    assert_eq!(code, 0, "a warning, not an error: {}", out);
+    let warning = out
+        .lines()
+        .find(|l| l.starts_with("warning: rule \"orders-write\""))
+        .unwrap_or_else(|| panic!("no write-hole warning: {}", out));
+    assert!(
+        warning.contains("PATCH") && warning.contains("\"orders-read\""),
+        "{}",
+        warning
+    );
+    // Reads that list the safe methods above a catch-all write rule: no warning.
+    cfg["rules"] = json!([
+        {"name": "orders-read", "match": {"path": {"prefix": "/orders"}, "methods": ["GET", "HEAD", "OPTIONS"]}},
+        {"name": "orders-write", "match": {"path": {"prefix": "/orders"}}, "scopes": {"all_of": ["orders:write"]}}
+    ]);
+    let (_, out) = tokengate(&["validate", &write("no-hole", &cfg)]);
+    assert!(!out.contains("safe methods"), "{}", out);
+}
+
+#[test]
 fn explain_agrees_with_envoy_and_never_prints_the_token() {
     let key = SigningKey::es256("k");
     let cfg = config(&key);

@@ -405,7 +405,7 @@ pub struct ClaimRuleConfig {
     pub contains: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
     /// Claims copied into request headers for the upstream.
@@ -420,6 +420,41 @@ pub struct ForwardConfig {
     /// Remove the header that carried the token (`Authorization`) before the upstream.
     #[serde(default)]
     pub remove_token_header: bool,
+    /// A forwarded header longer than this is not sent (see `oversized_headers`).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default)]
+    pub oversized_headers: OversizedHeaders,
+}
+
+fn default_max_header_bytes() -> usize {
+    8 * 1024
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            claims: Vec::new(),
+            roles_header: None,
+            permissions_header: None,
+            scopes_header: None,
+            provider_header: None,
+            remove_token_header: false,
+            max_header_bytes: default_max_header_bytes(),
+            oversized_headers: OversizedHeaders::Omit,
+        }
+    }
+}
+
+/// What happens to a request whose forwarded header would exceed `max_header_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OversizedHeaders {
+    /// The header is left out (a warning is logged once per rule); the request goes on.
+    #[default]
+    Omit,
+    /// The request is refused (403).
+    Refuse,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -217,6 +217,8 @@ pub struct Decision {
     pub rule: String,
     /// What happened, for the debug log. Never contains the token.
     pub detail: String,
+    /// Something the operator should hear about at warn level (said once per rule).
+    pub warning: Option<String>,
 }
 
 impl Decision {

@@ -2,6 +2,7 @@
 //! verified tokens. No I/O: the host hands in the headers and the time, and acts on the result.
 
 use crate::cache::BoundedCache;
+use crate::config::OversizedHeaders;
 use crate::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
 use crate::edge;
 use crate::extract::{self, Extraction, TokenSource};
@@ -154,6 +155,8 @@ pub struct Gate {
     /// Whether allowed decisions carry a `detail` (formatting it is a good part of a cache
     /// hit's work, and only a trace log reads it).
     describe_allowed: bool,
+    /// Rules whose oversized forwarded headers were already reported.
+    oversize_reported: Vec<String>,
 }
 
 /// How long a failed introspection (no answer, an error status, an answer that is not RFC
@@ -186,6 +189,7 @@ impl Gate {
             views,
             introspected,
             describe_allowed: true,
+            oversize_reported: Vec::new(),
         }
     }
 
@@ -319,6 +323,7 @@ impl Gate {
             introspection_cache: CacheUse::NotUsed,
             rule: rule.to_owned(),
             detail: String::new(),
+            warning: None,
         }
     }
 
@@ -355,6 +360,7 @@ impl Gate {
             introspection_cache: CacheUse::NotUsed,
             rule: rule.name.clone(),
             detail: String::new(),
+            warning: None,
         };
         let realm = settings.realm.as_str();
 
@@ -521,7 +527,33 @@ impl Gate {
                 detail,
             ));
         }
-        decision.upstream_headers = forwarded_headers(settings, &verified);
+        let (headers, oversized) = forwarded_headers(settings, &verified);
+        decision.upstream_headers = headers;
+        if !oversized.is_empty() {
+            let why = format!(
+                "the token's {} would make a header longer than forward.max_header_bytes ({} bytes)",
+                oversized.join(", "),
+                settings.forward.max_header_bytes
+            );
+            if settings.forward.oversized_headers == OversizedHeaders::Refuse {
+                let denial = Denial::access_denied(&why);
+                let detail = format!("{} (provider {})", why, provider.name);
+                return Verdict::Decided(finish_denied(
+                    decision,
+                    settings,
+                    DenyReason::Forbidden,
+                    denial,
+                    detail,
+                ));
+            }
+            if !self.oversize_reported.contains(&rule.name) {
+                self.oversize_reported.push(rule.name.clone());
+                decision.warning = Some(format!(
+                    "rule {}: {}; the header is left out (forward.oversized_headers: omit; said once per rule)",
+                    rule.name, why
+                ));
+            }
+        }
         if self.describe_allowed {
             decision.detail = format!(
                 "token of provider {} accepted (kid {:?})",
@@ -939,13 +971,20 @@ fn describe_shortfall(req: &Requirements, shortfall: &Shortfall) -> String {
     }
 }
 
-/// The claim headers for the upstream. Values with control characters are dropped rather
-/// than forwarded (header injection).
-fn forwarded_headers(settings: &Settings, token: &VerifiedToken) -> Vec<(String, String)> {
+/// The claim headers for the upstream, and the names of those left out for being longer
+/// than `forward.max_header_bytes`. Values with control characters are dropped rather than
+/// forwarded (header injection).
+fn forwarded_headers(
+    settings: &Settings,
+    token: &VerifiedToken,
+) -> (Vec<(String, String)>, Vec<String>) {
     let fwd = &settings.forward;
     let mut out = Vec::new();
+    let mut oversized = Vec::new();
     let mut push = |header: &String, value: String| {
-        if !value.is_empty() && !value.chars().any(|c| c.is_control()) {
+        if value.len() > fwd.max_header_bytes {
+            oversized.push(header.clone());
+        } else if !value.is_empty() && !value.chars().any(|c| c.is_control()) {
             out.push((header.clone(), value));
         }
     };
@@ -969,7 +1008,7 @@ fn forwarded_headers(settings: &Settings, token: &VerifiedToken) -> Vec<(String,
     if let Some(h) = &fwd.provider_header {
         push(h, settings.providers[token.provider].name.clone());
     }
-    out
+    (out, oversized)
 }
 
 /// A claim as a header value: strings, numbers and booleans as text; arrays joined with

@@ -156,7 +156,7 @@ impl ClaimRequirement {
 }
 
 /// What a valid token must also grant on a route.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requirements {
     /// Replaces the provider's audiences on this route.
     pub audiences: Option<AudienceSet>,
@@ -272,12 +272,106 @@ pub struct RouteTable {
     pub default: RouteRule,
 }
 
+/// Methods that change state (RFC 9110 9.2.1: not safe).
+pub const UNSAFE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
+
 impl RouteTable {
     pub fn select(&self, key: &RouteKey<'_>) -> &RouteRule {
         self.rules
             .iter()
             .find(|r| r.route.matches(key))
             .unwrap_or(&self.default)
+    }
+
+    /// Write holes: a rule that guards some unsafe methods of its paths but not all of them,
+    /// while a later rule (or the default) takes one of the others on the same paths with
+    /// other requirements. `methods: [POST, PUT, DELETE]` above a plain read rule lets a
+    /// `PATCH` through with the read rule's requirements.
+    pub fn unsafe_method_gaps(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let listed = |m: &&str| rule.route.methods.iter().any(|r| r.eq_ignore_ascii_case(m));
+            if rule.route.methods.is_empty() || !UNSAFE_METHODS.iter().any(&listed) {
+                continue;
+            }
+            let unlisted: Vec<&str> = UNSAFE_METHODS
+                .iter()
+                .filter(|m| !listed(m))
+                .copied()
+                .collect();
+            let later = self
+                .rules
+                .iter()
+                .skip(i + 1)
+                .chain(std::iter::once(&self.default));
+            for other in later {
+                let takes: Vec<&str> = unlisted
+                    .iter()
+                    .filter(|m| other.route.accepts_method(m))
+                    .copied()
+                    .collect();
+                if takes.is_empty()
+                    || !rule.route.may_overlap(&other.route)
+                    || !other.access.may_be_weaker_than(&rule.access)
+                {
+                    continue;
+                }
+                warnings.push(format!(
+                    "rule {:?} requires more for {} than rule {:?}, which takes {} on paths both match: list {} in {:?} too, or limit {:?} to safe methods (GET, HEAD, OPTIONS)",
+                    rule.name,
+                    rule.route.methods.join(", "),
+                    other.name,
+                    takes.join(", "),
+                    takes.join(", "),
+                    rule.name,
+                    other.name
+                ));
+                break;
+            }
+        }
+        warnings
+    }
+}
+
+impl RouteMatch {
+    fn accepts_method(&self, method: &str) -> bool {
+        self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+    }
+
+    /// Whether some request could match both (conservative: true when unsure).
+    fn may_overlap(&self, other: &RouteMatch) -> bool {
+        let paths = match (&self.path, &other.path) {
+            (None, _) | (_, None) => true,
+            (Some(PathMatch::Exact(a)), Some(PathMatch::Exact(b))) => a == b,
+            (Some(PathMatch::Exact(x)), Some(p)) | (Some(p), Some(PathMatch::Exact(x))) => {
+                p.matches(x)
+            }
+            (Some(PathMatch::Prefix(a)), Some(PathMatch::Prefix(b))) => {
+                a.starts_with(b.as_str()) || b.starts_with(a.as_str())
+            }
+            _ => true,
+        };
+        let hosts = self.hosts.is_empty()
+            || other.hosts.is_empty()
+            || self.hosts.iter().any(|a| {
+                other.hosts.iter().any(|b| {
+                    a == b || matches!(a, HostMatch::Suffix(_)) || matches!(b, HostMatch::Suffix(_))
+                })
+            });
+        paths && hosts
+    }
+}
+
+impl Access {
+    /// Whether a request this access lets through might not pass `than` (conservative).
+    fn may_be_weaker_than(&self, than: &Access) -> bool {
+        match (self, than) {
+            (Access::Deny, _) => false,
+            (_, Access::Deny) => true,
+            (Access::Anonymous, Access::Token(_)) => true,
+            (Access::Token(a), Access::Token(b)) => a != b,
+            (_, Access::Anonymous) => false,
+        }
     }
 }
 
@@ -286,6 +380,57 @@ mod tests {
     use super::*;
     use crate::principal::Grant;
     use serde_json::json;
+
+    fn gaps(config: serde_json::Value) -> Vec<String> {
+        let mut config = config;
+        config["providers"] = json!({"p": {"issuer": "https://i", "jwks": {"keys": [
+            {"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMy"}]}}});
+        let (settings, _) = crate::settings::compile_str(&config.to_string()).unwrap();
+        settings.routes.unsafe_method_gaps()
+    }
+
+    #[test]
+    fn a_rule_guarding_some_unsafe_methods_above_a_weaker_rule_is_a_write_hole() {
+        let hole = gaps(json!({"rules": [
+            {"name": "write", "match": {"path": {"prefix": "/orders"}, "methods": ["POST", "PUT", "DELETE"]},
+             "permissions": {"all_of": ["orders:write"]}},
+            {"name": "read", "match": {"path": {"prefix": "/orders"}}}
+        ], "default": "deny"}));
+        assert_eq!(hole.len(), 1, "{:?}", hole);
+        assert!(
+            hole[0].contains("PATCH") && hole[0].contains("\"read\""),
+            "{}",
+            hole[0]
+        );
+        // The default counts as a later rule.
+        let default = gaps(json!({"rules": [
+            {"name": "write", "match": {"path": {"prefix": "/orders"}, "methods": ["POST"]},
+             "permissions": {"all_of": ["orders:write"]}}
+        ], "default": "authenticated"}));
+        assert_eq!(default.len(), 1, "{:?}", default);
+    }
+
+    #[test]
+    fn safe_read_rules_and_full_write_rules_are_no_hole() {
+        for config in [
+            json!({"rules": [
+                {"name": "read", "match": {"path": {"prefix": "/orders"}, "methods": ["GET", "HEAD", "OPTIONS"]}},
+                {"name": "write", "match": {"path": {"prefix": "/orders"}}, "permissions": {"all_of": ["w"]}}
+            ], "default": "deny"}),
+            json!({"rules": [
+                {"name": "write", "match": {"path": {"prefix": "/orders"}, "methods": ["POST", "PUT", "PATCH", "DELETE"]},
+                 "permissions": {"all_of": ["w"]}},
+                {"name": "read", "match": {"path": {"prefix": "/orders"}}}
+            ], "default": "deny"}),
+            json!({"rules": [
+                {"name": "write", "match": {"path": {"prefix": "/orders"}, "methods": ["POST"]},
+                 "permissions": {"all_of": ["w"]}},
+                {"name": "other", "match": {"path": {"prefix": "/users"}}}
+            ], "default": "deny"}),
+        ] {
+            assert_eq!(gaps(config.clone()), Vec::<String>::new(), "{}", config);
+        }
+    }
 
     fn key<'a>(method: &'a str, path: &'a str, host: &'a str) -> RouteKey<'a> {
         RouteKey { method, path, host }

@@ -5,7 +5,7 @@ use crate::alg::{Alg, AlgSet};
 use crate::cache::CacheLimits;
 use crate::config::{
     self, ClaimPathConfig, ClaimSourceConfig, ConfigError, DefaultAction, FilterConfig,
-    NamesConfig, ProviderConfig, RuleConfig,
+    NamesConfig, OversizedHeaders, ProviderConfig, RuleConfig,
 };
 use crate::edge;
 use crate::extract::TokenSource;
@@ -82,6 +82,10 @@ pub struct Forwarding {
     pub scopes_header: Option<String>,
     pub provider_header: Option<String>,
     pub remove_token_header: bool,
+    /// Longest value of a forwarded header (upstreams refuse large headers with errors that
+    /// point nowhere near tokengate).
+    pub max_header_bytes: usize,
+    pub oversized_headers: OversizedHeaders,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -301,12 +305,15 @@ pub fn compile(config: FilterConfig, env: Env<'_>) -> Result<(Settings, Vec<Stri
     used_claims.sort();
     used_claims.dedup();
 
+    let routes = RouteTable { rules, default };
+    warnings.extend(routes.unsafe_method_gaps());
+
     Ok((
         Settings {
             realm,
             providers,
             sources,
-            routes: RouteTable { rules, default },
+            routes,
             forward,
             dry_run: config.dry_run,
             dry_run_header,
@@ -923,6 +930,12 @@ fn writable_header_name(field: &str, name: &str) -> Result<String, ConfigError> 
 }
 
 fn compile_forwarding(cfg: &config::ForwardConfig) -> Result<Forwarding, ConfigError> {
+    if cfg.max_header_bytes < 64 {
+        return Err(ConfigError::invalid(
+            "forward.max_header_bytes",
+            "must be at least 64",
+        ));
+    }
     let mut claims = Vec::with_capacity(cfg.claims.len());
     for (i, c) in cfg.claims.iter().enumerate() {
         let field = format!("forward.claims[{}]", i);
@@ -943,6 +956,8 @@ fn compile_forwarding(cfg: &config::ForwardConfig) -> Result<Forwarding, ConfigE
         scopes_header: opt("scopes_header", &cfg.scopes_header)?,
         provider_header: opt("provider_header", &cfg.provider_header)?,
         remove_token_header: cfg.remove_token_header,
+        max_header_bytes: cfg.max_header_bytes,
+        oversized_headers: cfg.oversized_headers,
     })
 }
 
