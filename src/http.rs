@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokengate_core::decision::{Decision, Outcome};
 use tokengate_core::edge;
+use tokengate_core::extract::TokenRemoval;
 use tokengate_core::gate::{Request, Verdict, WaitReason};
 
 /// Tick period while requests wait for keys.
@@ -180,8 +181,20 @@ pub fn apply(shared: &Shared, decision: &Decision, resumed: bool) -> Action {
         }
         return Action::Pause;
     }
-    if let Some(name) = &decision.remove_header {
-        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    match &decision.token_removal {
+        Some(TokenRemoval::Header(name)) => {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        }
+        Some(TokenRemoval::Cookies(Some(rest))) => {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "cookie", Some(rest));
+        }
+        Some(TokenRemoval::Cookies(None)) => {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "cookie");
+        }
+        Some(TokenRemoval::Path(path)) => {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
+        }
+        None => {}
     }
     for (name, value) in &decision.upstream_headers {
         if let Err(status) =

@@ -12,7 +12,7 @@ const ISS: &str = "https://issuer.test";
 
 struct Fixture {
     envoy: Envoy,
-    /// Same provider, with `remove_token_header`.
+    /// Same provider, with `forward.remove_token`.
     stripping: Envoy,
     key: SigningKey,
 }
@@ -21,7 +21,7 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let key = SigningKey::ed25519("ed");
-        let config = |remove_token_header: bool| {
+        let config = |remove_token: bool| {
             json!({
                 "realm": "orders-api",
                 "providers": {"main": {
@@ -46,7 +46,7 @@ fn fixture() -> &'static Fixture {
                     "roles_header": "x-roles",
                     "scopes_header": "x-scopes",
                     "provider_header": "x-provider",
-                    "remove_token_header": remove_token_header
+                    "remove_token": remove_token
                 }
             })
         };

@@ -15,6 +15,8 @@ struct Fixture {
     all: Envoy,
     /// The default: `Authorization: Bearer` only.
     bearer_only: Envoy,
+    /// The sources of `all`, with `forward.remove_token` (by its former name).
+    removing: Envoy,
     key: SigningKey,
 }
 
@@ -23,22 +25,28 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let key = SigningKey::es256("k");
         let provider = json!({"issuer": ISS, "audiences": ["api"], "jwks": mint::jwks(&[&key])});
-        let all = Envoy::start(&json!({
-            "providers": {"main": provider},
-            "token_sources": [
-                {"header": "Authorization", "prefix": "Bearer "},
-                {"header": "x-api-token", "prefix": "Token "},
-                {"cookie": "access_token"},
-                {"query": "access_token"}
-            ],
-            "default": "authenticated",
-            "forward": {"claims": [{"claim": "sub", "header": "x-sub"}]}
-        }));
+        let sources = |remove_token: bool| {
+            json!({
+                "providers": {"main": provider},
+                "token_sources": [
+                    {"header": "Authorization", "prefix": "Bearer "},
+                    {"header": "x-api-token", "prefix": "Token "},
+                    {"cookie": "access_token"},
+                    {"query": "access_token"}
+                ],
+                "default": "authenticated",
+                // The former name of forward.remove_token, which still works.
+                "forward": {"claims": [{"claim": "sub", "header": "x-sub"}], "remove_token_header": remove_token}
+            })
+        };
+        let all = Envoy::start(&sources(false));
+        let removing = Envoy::start(&sources(true));
         let bearer_only =
             Envoy::start(&json!({"providers": {"main": provider}, "default": "authenticated"}));
         Fixture {
             all,
             bearer_only,
+            removing,
             key,
         }
     })
@@ -214,4 +222,35 @@ fn tokens_in_more_than_one_source_are_refused() {
     ] {
         expect::refused(&r, 401, "invalid_request", "more than one place");
     }
+}
+
+#[test]
+fn remove_token_takes_the_token_out_of_its_cookie() {
+    let cookie = format!("theme=dark; access_token={}; lang=en", token_for("c"));
+    let r = fixture().removing.get("/", &[("cookie", &cookie)]);
+    assert_eq!(sub_seen_upstream(&r), "c");
+    assert_eq!(
+        r.upstream_header("cookie").as_deref(),
+        Some("theme=dark; lang=en")
+    );
+    let alone = format!("access_token={}", token_for("c"));
+    let r = fixture().removing.get("/", &[("cookie", &alone)]);
+    assert_eq!(sub_seen_upstream(&r), "c");
+    assert_eq!(r.upstream_header("cookie"), None);
+}
+
+#[test]
+fn remove_token_takes_the_token_out_of_the_query() {
+    let path = format!("/orders?page=2&access_token={}&sort=asc", token_for("q"));
+    let r = fixture().removing.get(&path, &[]);
+    assert_eq!(sub_seen_upstream(&r), "q");
+    assert_eq!(r.json()["path"], "/orders?page=2&sort=asc");
+}
+
+#[test]
+fn remove_token_takes_the_token_header_out() {
+    let value = format!("Token {}", token_for("h"));
+    let r = fixture().removing.get("/", &[("x-api-token", &value)]);
+    assert_eq!(sub_seen_upstream(&r), "h");
+    assert_eq!(r.upstream_header("x-api-token"), None);
 }

@@ -417,9 +417,10 @@ pub struct ForwardConfig {
     pub scopes_header: Option<String>,
     /// Name of the provider that verified the token.
     pub provider_header: Option<String>,
-    /// Remove the header that carried the token (`Authorization`) before the upstream.
-    #[serde(default)]
-    pub remove_token_header: bool,
+    /// Take the token out of the request before the upstream: the header, cookie or query
+    /// parameter that carried it. `remove_token_header`, its former name, still works.
+    #[serde(default, alias = "remove_token_header")]
+    pub remove_token: bool,
     /// A forwarded header longer than this is not sent (see `oversized_headers`).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
@@ -439,7 +440,7 @@ impl Default for ForwardConfig {
             permissions_header: None,
             scopes_header: None,
             provider_header: None,
-            remove_token_header: false,
+            remove_token: false,
             max_header_bytes: default_max_header_bytes(),
             oversized_headers: OversizedHeaders::Omit,
         }

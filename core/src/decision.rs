@@ -1,5 +1,7 @@
 //! What the filter decided about one request, and the HTTP answer a refusal gets.
 
+use crate::extract::TokenRemoval;
+
 use serde_json::json;
 
 /// Why a request was (or in dry-run would have been) refused. Each has a counter.
@@ -207,8 +209,8 @@ pub struct Decision {
     pub denial: Option<Denial>,
     /// Headers to set on the request before it goes upstream.
     pub upstream_headers: Vec<(String, String)>,
-    /// A header to remove before the upstream (the one that carried the token).
-    pub remove_header: Option<String>,
+    /// How to take the token out of the request before the upstream (`forward.remove_token`).
+    pub token_removal: Option<TokenRemoval>,
     /// The verified-JWT cache.
     pub cache: CacheUse,
     /// The introspection cache.

@@ -242,6 +242,66 @@ fn from_query<'a>(path: &'a str, name: &str) -> Result<Option<Cow<'a, str>>, Ext
     }
 }
 
+/// How to take the token out of a request before it goes upstream (`forward.remove_token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRemoval {
+    /// Remove this header.
+    Header(String),
+    /// Replace the `cookie` headers with this one value, the token cookie left out; `None`:
+    /// remove them (the token was the only cookie).
+    Cookies(Option<String>),
+    /// Replace `:path` with this one, the token parameter left out of the query.
+    Path(String),
+}
+
+/// What to change so that the upstream never sees the token `source` carried.
+pub fn removal(source: &TokenSource, headers: &HeaderMap, path: &str) -> Option<TokenRemoval> {
+    match source {
+        TokenSource::Header { name, .. } => Some(TokenRemoval::Header(name.clone())),
+        TokenSource::Cookie(name) => {
+            let kept: Vec<String> = headers
+                .get_all("cookie")
+                .flat_map(|raw| {
+                    String::from_utf8_lossy(raw)
+                        .split(';')
+                        .map(|pair| pair.trim_matches(' ').to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .filter(|pair| {
+                    !pair.is_empty() && pair.split_once('=').is_none_or(|(k, _)| k != name)
+                })
+                .collect();
+            Some(TokenRemoval::Cookies(
+                Some(kept.join("; ")).filter(|v| !v.is_empty()),
+            ))
+        }
+        TokenSource::Query(name) => {
+            let (base, query) = path.split_once('?')?;
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| {
+                    let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+                    percent_decode(key).as_deref() != Some(name.as_str())
+                })
+                .collect();
+            let mut new_path = base.to_owned();
+            if !kept.is_empty() {
+                new_path.push('?');
+                new_path.push_str(&kept.join("&"));
+            }
+            if let Some(f) = fragment {
+                new_path.push('#');
+                new_path.push_str(f);
+            }
+            Some(TokenRemoval::Path(new_path))
+        }
+    }
+}
+
 /// Percent-decoding of a query component; `None` for bad escapes or non-UTF-8 results.
 fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') && !s.contains('+') {
@@ -417,6 +477,35 @@ mod tests {
         assert_eq!(
             extract(&sources, &header_and_query, "/p?access_token=c"),
             Extraction::Invalid(ExtractError::SeveralSources)
+        );
+    }
+
+    #[test]
+    fn the_token_is_taken_out_of_its_cookie_or_query_parameter() {
+        let cookie = TokenSource::Cookie("at".into());
+        let headers = h(&[("cookie", "a=1; at=tok"), ("cookie", "b=2")]);
+        assert_eq!(
+            removal(&cookie, &headers, "/"),
+            Some(TokenRemoval::Cookies(Some("a=1; b=2".into())))
+        );
+        let only = h(&[("cookie", "at=tok")]);
+        assert_eq!(
+            removal(&cookie, &only, "/"),
+            Some(TokenRemoval::Cookies(None))
+        );
+        let query = TokenSource::Query("access_token".into());
+        let none = HeaderMap::default();
+        assert_eq!(
+            removal(&query, &none, "/p?x=1&access_token=t&y=2"),
+            Some(TokenRemoval::Path("/p?x=1&y=2".into()))
+        );
+        assert_eq!(
+            removal(&query, &none, "/p?access%5Ftoken=t"),
+            Some(TokenRemoval::Path("/p".into()))
+        );
+        assert_eq!(
+            removal(&TokenSource::bearer(), &none, "/"),
+            Some(TokenRemoval::Header("authorization".into()))
         );
     }
 

@@ -318,7 +318,7 @@ impl Gate {
             enforced: !self.settings.dry_run,
             denial: None,
             upstream_headers: Vec::new(),
-            remove_header: None,
+            token_removal: None,
             cache: CacheUse::NotUsed,
             introspection_cache: CacheUse::NotUsed,
             rule: rule.to_owned(),
@@ -355,7 +355,7 @@ impl Gate {
             enforced: !(settings.dry_run || rule.dry_run),
             denial: None,
             upstream_headers: Vec::new(),
-            remove_header: None,
+            token_removal: None,
             cache: CacheUse::NotUsed,
             introspection_cache: CacheUse::NotUsed,
             rule: rule.name.clone(),
@@ -428,9 +428,9 @@ impl Gate {
                 ));
             }
         };
-        if settings.forward.remove_token_header {
-            if let Some(TokenSource::Header { name, .. }) = settings.sources.get(source) {
-                decision.remove_header = Some(name.clone());
+        if settings.forward.remove_token {
+            if let Some(source) = settings.sources.get(source) {
+                decision.token_removal = extract::removal(source, req.headers, &full_path);
             }
         }
 
@@ -909,7 +909,7 @@ fn finish_denied(
                 decision.rule
             ),
         )];
-        decision.remove_header = None;
+        decision.token_removal = None;
     }
     decision.denial = Some(denial);
     decision.detail = detail;

@@ -81,7 +81,8 @@ pub struct Forwarding {
     pub permissions_header: Option<String>,
     pub scopes_header: Option<String>,
     pub provider_header: Option<String>,
-    pub remove_token_header: bool,
+    /// Take the token out of the request (header, cookie or query) before the upstream.
+    pub remove_token: bool,
     /// Longest value of a forwarded header (upstreams refuse large headers with errors that
     /// point nowhere near tokengate).
     pub max_header_bytes: usize,
@@ -955,7 +956,7 @@ fn compile_forwarding(cfg: &config::ForwardConfig) -> Result<Forwarding, ConfigE
         permissions_header: opt("permissions_header", &cfg.permissions_header)?,
         scopes_header: opt("scopes_header", &cfg.scopes_header)?,
         provider_header: opt("provider_header", &cfg.provider_header)?,
-        remove_token_header: cfg.remove_token_header,
+        remove_token: cfg.remove_token,
         max_header_bytes: cfg.max_header_bytes,
         oversized_headers: cfg.oversized_headers,
     })
