@@ -1102,6 +1102,14 @@ mod tests {
         ])
     }
 
+    /// The cache key of the token `headers` carry, from the wait for its introspection.
+    fn awaited_key(gate: &mut Gate, headers: &HeaderMap, now_ms: u64) -> String {
+        match gate.evaluate(&Request::new(headers), now_ms, true) {
+            Verdict::Wait(wait) => wait.introspect.unwrap().key,
+            Verdict::Decided(d) => panic!("decided without an answer: {:?}", d.outcome),
+        }
+    }
+
     fn answer_with_exp(exp: u64) -> Introspected {
         let members = serde_json::json!({"iss": "https://issuer.test", "sub": "u", "exp": exp});
         match members {
@@ -1115,11 +1123,7 @@ mod tests {
         let mut gate = introspecting_gate();
         let headers = opaque_request("opaque-token-1");
         let now_ms = 1_000_000_000;
-        let wait = match gate.evaluate(&Request::new(&headers), now_ms, true) {
-            Verdict::Wait(w) => w,
-            Verdict::Decided(d) => panic!("decided without an answer: {:?}", d.outcome),
-        };
-        let key = wait.introspect.unwrap().key;
+        let key = awaited_key(&mut gate, &headers, now_ms);
         gate.record_introspection(0, &key, Ok(answer_with_exp(1_000_000 - 5)), now_ms);
         match gate.evaluate(&Request::new(&headers), now_ms + 10, true) {
             Verdict::Decided(d) => assert_eq!(d.outcome, Outcome::Allowed, "{}", d.detail),
@@ -1132,10 +1136,7 @@ mod tests {
         let mut gate = introspecting_gate();
         let headers = opaque_request("opaque-token-2");
         let now_ms = 1_000_000_000;
-        let Verdict::Wait(wait) = gate.evaluate(&Request::new(&headers), now_ms, true) else {
-            panic!("an opaque token waits for its answer");
-        };
-        let key = wait.introspect.unwrap().key;
+        let key = awaited_key(&mut gate, &headers, now_ms);
         gate.record_introspection(0, &key, Ok(answer_with_exp(1_000_000 - 200)), now_ms);
         // Refused as expired for the negative TTL, never a new callout (Wait) meanwhile.
         for later_ms in [0, 5_000, 9_000] {
@@ -1158,10 +1159,7 @@ mod tests {
         let mut gate = introspecting_gate();
         let headers = opaque_request("opaque-token-3");
         let now_ms = 1_000_000_000;
-        let Verdict::Wait(wait) = gate.evaluate(&Request::new(&headers), now_ms, true) else {
-            panic!("an opaque token waits for its answer");
-        };
-        let key = wait.introspect.unwrap().key;
+        let key = awaited_key(&mut gate, &headers, now_ms);
         let members = serde_json::json!({"iss": "https://other.test", "exp": 2_000_000});
         let Value::Object(members) = members else {
             unreachable!()
