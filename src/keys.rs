@@ -98,14 +98,19 @@ impl ProviderSync {
                         .as_ref()
                         .or(remote.discovery.as_ref())
                         .map_or("", |u| u.authority.as_str());
+                    // The hosts discovery may name are part of the identity: a record written
+                    // under other trust rules is not read. v2: records hold only URLs that
+                    // passed those rules (earlier modules checked none).
+                    let allowed = remote.allowed_hosts.join(",");
                     let id = fnv(&[
                         p.issuer.as_deref().unwrap_or(""),
                         host,
                         uri,
                         &remote.cluster,
                         remote.authority.as_deref().unwrap_or(""),
+                        &allowed,
                     ]);
-                    let ns = format!("tokengate.v1/{}/{:016x}", p.name, id);
+                    let ns = format!("tokengate.v2/{}/{:016x}", p.name, id);
                     Some(ProviderSync {
                         provider: index,
                         name: p.name.clone(),
@@ -261,12 +266,16 @@ impl ProviderSync {
 
     /// Dispatches discovery or the key fetch, whichever is next.
     fn start_fetch(&mut self, rec: &SyncRecord, now: u64) {
-        let (kind, url) = match (&self.remote.jwks_uri, &rec.jwks_uri, &self.remote.discovery) {
+        // A jwks_uri in the record was found by discovery, maybe under an earlier
+        // configuration of this process: used only while this one trusts it, else discovery
+        // runs again.
+        let found = rec
+            .jwks_uri
+            .as_deref()
+            .and_then(|found| self.remote.trusted_url(found));
+        let (kind, url) = match (&self.remote.jwks_uri, found, &self.remote.discovery) {
             (Some(configured), _, _) => (FetchKind::Jwks, configured.clone()),
-            (None, Some(found), _) => match Url::parse(found) {
-                Ok(url) => (FetchKind::Jwks, url),
-                Err(e) => return self.fail(now, &FetchError::Malformed(e)),
-            },
+            (None, Some(found), _) => (FetchKind::Jwks, found),
             (None, None, Some(discovery)) => (FetchKind::Discovery, discovery.clone()),
             (None, None, None) => {
                 return self.fail(now, &FetchError::Malformed("no jwks_uri".into()))
@@ -421,7 +430,7 @@ impl ProviderSync {
         let endpoint = rec
             .introspection_endpoint
             .as_deref()
-            .and_then(|e| Url::parse(e).ok());
+            .and_then(|e| self.remote.trusted_url(e));
         (endpoint, discovering)
     }
 

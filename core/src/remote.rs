@@ -90,6 +90,12 @@ impl RemoteJwks {
     /// `http` (loopback tests), and on the issuer's host or one of `allowed_hosts`. A
     /// discovery document is not to move the keys, or the tokens sent for introspection, to
     /// a host the operator never named.
+    /// A URL from the shared record (written by discovery, possibly by an earlier
+    /// configuration of this process) if it is still one this configuration trusts.
+    pub fn trusted_url(&self, text: &str) -> Option<Url> {
+        Url::parse(text).ok().filter(|url| self.trusts(url).is_ok())
+    }
+
     pub fn trusts(&self, url: &Url) -> Result<(), String> {
         let issuer = self.discovery.as_ref();
         if issuer.is_none_or(|i| i.https) && !url.https {
@@ -543,6 +549,17 @@ mod tests {
         // A look-alike is another host.
         assert!(read(doc("https://auth.example.com.evil.example/keys", ok)).is_err());
         assert!(read(doc("https://evil.example/keys#auth.example.com", ok)).is_err());
+    }
+
+    #[test]
+    fn a_recorded_url_is_used_only_while_this_configuration_trusts_it() {
+        let remote = discovered_from("https://auth.example.com", &[]);
+        assert!(remote
+            .trusted_url("https://auth.example.com/keys")
+            .is_some());
+        assert!(remote.trusted_url("https://evil.example/keys").is_none());
+        assert!(remote.trusted_url("http://auth.example.com/keys").is_none());
+        assert!(remote.trusted_url("not a url").is_none());
     }
 
     #[test]
