@@ -2,8 +2,8 @@
 //! The test infrastructure for what an *application* behind Envoy sees: the WSGI upstream
 //! (Python's `wsgiref`), Envoy's `headers_with_underscores_action` and path settings, and
 //! HTTP/2 (h2c) requests through curl. The tokengate configuration here forwards no
-//! headers and allows every request, so what the application sees is Envoy's and wsgiref's
-//! doing alone.
+//! headers, allows every request and accepts any path, so what the application sees is
+//! Envoy's and wsgiref's doing alone.
 
 use serde_json::json;
 use std::sync::OnceLock;
@@ -18,7 +18,10 @@ fn start(underscores: HeadersWithUnderscores, paths: PathSettings) -> Envoy {
     let key = SigningKey::es256("k");
     let config = json!({
         "providers": {"main": {"issuer": "https://i.test", "jwks": mint::jwks(&[&key])}},
-        "default": "allow"
+        "default": "allow",
+        // The filter's own refusal of paths not in normal form is tested in
+        // tests/request_edges.rs; here only Envoy's path settings act.
+        "require_normal_paths": false
     });
     Envoy::start_with(
         EnvoyOptions::new(&config)
