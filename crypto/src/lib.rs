@@ -1,6 +1,6 @@
 //! tokengate-crypto: the arithmetic of signature verification, built for the Wasm the filter
 //! runs in (V8): RSA on 27-bit limbs summed with Wasm SIMD ([`montgomery`], [`rsa`]) and ECDSA
-//! with per-key comb tables ([`ecdsa`]).
+//! with comb tables for G and, when the caller builds one, for a key ([`ecdsa`]).
 //!
 //! It knows nothing of tokens: `tokengate-core` parses a JWS and hands in the signed bytes, the
 //! signature and a prepared key. Only public values pass through here (keys, signatures,

@@ -164,6 +164,12 @@ impl Modulus {
         Some(m)
     }
 
+    /// Heap bytes it holds: the limbs of n (twice, in both orders) and of R^2 mod n.
+    pub fn heap_bytes(&self) -> usize {
+        (self.n.capacity() + self.n_rev.capacity() + self.r2.capacity())
+            * std::mem::size_of::<u32>()
+    }
+
     /// Number of bytes of the modulus (a signature's length).
     pub fn byte_len(&self) -> usize {
         self.byte_len

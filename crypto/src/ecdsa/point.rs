@@ -1,5 +1,7 @@
 //! Points of a NIST curve (y^2 = x^3 - 3x + b): affine for table entries, Jacobian
-//! (x = X/Z^2, y = Y/Z^3) for sums, and the per-base-point comb tables verification adds up.
+//! (x = X/Z^2, y = Y/Z^3) for sums; the per-base-point comb tables verification adds up
+//! (G's, built once per process, and a key's once the caller asks for it), and the
+//! multiplication without a table ([`windowed_mul`]) for a key that has none.
 
 use super::curves::CurveParams;
 use super::field::{from_be_bytes, Fe, Limbs};
@@ -88,6 +90,14 @@ impl<C: CurveParams<L>, const L: usize> Jacobian<C, L> {
     }
     pub fn is_infinity(&self) -> bool {
         self.z.is_zero()
+    }
+
+    fn neg(&self) -> Self {
+        Jacobian {
+            x: self.x,
+            y: self.y.neg(),
+            z: self.z,
+        }
     }
 
     /// 2P ("dbl-2001-b", a = -3).
@@ -224,8 +234,10 @@ const fn per_window<C: CurveParams<L>, const L: usize>() -> usize {
 
 /// `d * 2^(W i) * P` for every window i and digit d in 1..=2^(W-1), W = `C::WINDOW`: k * P is
 /// then one addition per non-zero digit of k, with no doublings. For P-256 (W = 7) that is
-/// 37 * 64 affine points, 152 KB; P-384 (W = 6) 65 * 32, 200 KB; P-521 (W = 5) 105 * 16,
-/// 114 KB. Built once per key (milliseconds), used for every token the key signs.
+/// 37 * 64 affine points of 64 bytes, 151,552 bytes; P-384 (W = 6) 65 * 32 of 96 bytes,
+/// 199,680; P-521 (W = 5) 105 * 16 of 136 bytes, 228,480 ([`table_bytes`]). G's table is
+/// built once per process; a key's only when its verifier is asked to (see the module docs
+/// of `ecdsa`), in milliseconds, and then used for every token the key signs.
 pub struct CombTable<C: CurveParams<L>, const L: usize> {
     points: Vec<Affine<C, L>>,
 }
@@ -250,12 +262,34 @@ impl<C: CurveParams<L>, const L: usize> CombTable<C, L> {
         }
     }
 
+    /// Heap bytes of its points.
+    pub fn heap_bytes(&self) -> usize {
+        self.points.capacity() * std::mem::size_of::<Affine<C, L>>()
+    }
+
+    /// `acc + k * P` for the table's base point P: one mixed addition per non-zero digit.
+    pub fn add_multiple(&self, acc: &Jacobian<C, L>, k: &Limbs<L>) -> Jacobian<C, L> {
+        let digits = signed_digits::<C, L>(k);
+        let mut acc = *acc;
+        for (w, digit) in digits.iter().enumerate().take(windows::<C, L>()) {
+            if let Some(p) = self.entry(w, *digit) {
+                acc = acc.add_affine(&p);
+            }
+        }
+        acc
+    }
+
     /// `d * 2^(W * window) * P` for a signed digit, `None` for 0.
     fn entry(&self, window: usize, digit: i32) -> Option<Affine<C, L>> {
         let index = usize::try_from(digit.unsigned_abs()).ok()?.checked_sub(1)?;
         let p = self.points.get(window * per_window::<C, L>() + index)?;
         Some(if digit < 0 { p.neg() } else { *p })
     }
+}
+
+/// Heap bytes of a comb table of curve `C`: exactly what [`CombTable::new`] allocates.
+pub const fn table_bytes<C: CurveParams<L>, const L: usize>() -> usize {
+    windows::<C, L>() * per_window::<C, L>() * std::mem::size_of::<Affine<C, L>>()
 }
 
 /// The scalar as signed base-2^W digits in [-2^(W-1), 2^(W-1)], least significant first:
@@ -307,9 +341,89 @@ pub fn double_scalar_mul<C: CurveParams<L>, const L: usize>(
     acc
 }
 
+/// Width of the non-adjacent form used for a point without a table: its digits are zero or
+/// odd in -15..=15, so a multiplication first computes P, 3P, ..., 15P.
+const WNAF_WIDTH: usize = 5;
+const WNAF_MULTIPLES: usize = 1 << (WNAF_WIDTH - 2);
+/// Digits of the longest scalar (17 limbs, 544 bits) and one for the last carry.
+const MAX_WNAF_DIGITS: usize = 32 * 17 + 1;
+
+/// `k` in width-5 non-adjacent form, least significant digit first: sum d_i 2^i = k, every
+/// d_i zero or odd with |d_i| < 16, and a non-zero digit followed by at least four zeros.
+/// `None` only for more limbs than P-521's.
+fn wnaf<const L: usize>(k: &Limbs<L>) -> Option<[i8; MAX_WNAF_DIGITS]> {
+    let bit = |i: usize| -> u32 { k.get(i / 32).map_or(0, |limb| (limb >> (i % 32)) & 1) };
+    let mut out = [0i8; MAX_WNAF_DIGITS];
+    // The value still to write is (bits of k from position i up) + carry, times 2^i.
+    let mut carry = 0u32;
+    let mut i = 0;
+    while i < 32 * L {
+        if bit(i) == carry {
+            // Even at this position (0 + 0, or 1 + 1 carrying on): digit 0.
+            i += 1;
+            continue;
+        }
+        // Odd: the next WNAF_WIDTH bits plus the carry make an odd number below 2^WIDTH;
+        // from 2^(WIDTH-1) on it is written as a negative digit and a carry out of the window.
+        let mut word = carry;
+        for b in 0..WNAF_WIDTH {
+            word += bit(i + b) << b;
+        }
+        let word = i32::try_from(word).ok()?;
+        let digit = if word >= 1 << (WNAF_WIDTH - 1) {
+            carry = 1;
+            word - (1 << WNAF_WIDTH)
+        } else {
+            carry = 0;
+            word
+        };
+        *out.get_mut(i)? = i8::try_from(digit).ok()?;
+        i += WNAF_WIDTH;
+    }
+    // A carry can only leave a window that ends at or below bit 32 L (a window reaching past
+    // the top bit has a zero top bit), so here i = 32 L.
+    if carry == 1 {
+        *out.get_mut(i)? = 1;
+    }
+    Some(out)
+}
+
+/// `k * P` without a table: the odd multiples P, 3P, ..., 15P (one doubling and seven
+/// additions), then one doubling per bit of k and one addition per non-zero digit of its
+/// non-adjacent form (about one in six bits). `None` only for more limbs than P-521's.
+pub fn windowed_mul<C: CurveParams<L>, const L: usize>(
+    p: &Affine<C, L>,
+    k: &Limbs<L>,
+) -> Option<Jacobian<C, L>> {
+    let digits = wnaf(k)?;
+    let base = Jacobian::from_affine(p);
+    let twice = base.double();
+    let mut odd = [base; WNAF_MULTIPLES];
+    let mut last = base;
+    for slot in odd.iter_mut().skip(1) {
+        last = last.add(&twice);
+        *slot = last;
+    }
+    let mut acc = Jacobian::INFINITY;
+    for digit in digits.iter().take(32 * L + 1).rev() {
+        // Doubling the point at infinity returns at once: leading zero digits cost nothing.
+        acc = acc.double();
+        if *digit != 0 {
+            let multiple = odd.get(usize::from(digit.unsigned_abs() / 2))?;
+            acc = if *digit > 0 {
+                acc.add(multiple)
+            } else {
+                acc.add(&multiple.neg())
+            };
+        }
+    }
+    Some(acc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::curves::{P256, P384, P521};
+    use super::super::field;
     use super::*;
     use proptest::prelude::*;
 
@@ -411,6 +525,150 @@ mod tests {
         signed_digits_add_up::<P256, 8>();
         signed_digits_add_up::<P384, 12>();
         signed_digits_add_up::<P521, 17>();
+    }
+
+    fn wnaf_is_non_adjacent_and_adds_up<const L: usize>(k: &Limbs<L>) {
+        let digits = wnaf(k).unwrap();
+        let half = 1i8 << (WNAF_WIDTH - 1);
+        let mut last_non_zero: Option<usize> = None;
+        for (i, d) in digits.iter().enumerate() {
+            if *d == 0 {
+                continue;
+            }
+            assert!(d % 2 != 0 && -half < *d && *d < half, "digit {d} at {i}");
+            if let Some(j) = last_non_zero {
+                assert!(i - j >= WNAF_WIDTH, "digits at {j} and {i}");
+            }
+            last_non_zero = Some(i);
+        }
+        assert!(digits.iter().skip(32 * L + 1).all(|d| *d == 0));
+        // The whole value: Horner from the top, as windowed_mul evaluates it, on limbs.
+        let mut acc = [0i64; 18];
+        for d in digits.iter().take(32 * L + 1).rev() {
+            let mut carry = 0i64;
+            for limb in acc.iter_mut() {
+                let v = *limb * 2 + carry;
+                *limb = v.rem_euclid(1 << 32);
+                carry = v.div_euclid(1 << 32);
+            }
+            acc[0] += i64::from(*d);
+            let mut carry = 0i64;
+            for limb in acc.iter_mut() {
+                let v = *limb + carry;
+                *limb = v.rem_euclid(1 << 32);
+                carry = v.div_euclid(1 << 32);
+            }
+            assert_eq!(carry, 0, "never negative from the top down");
+        }
+        for (i, limb) in acc.iter().enumerate() {
+            assert_eq!(*limb, i64::from(k.get(i).copied().unwrap_or(0)), "limb {i}");
+        }
+    }
+
+    #[test]
+    fn wnaf_digits_are_non_adjacent_and_add_up() {
+        wnaf_is_non_adjacent_and_adds_up(&[0u32; 8]);
+        wnaf_is_non_adjacent_and_adds_up(&[1u32; 8]);
+        wnaf_is_non_adjacent_and_adds_up(&[u32::MAX; 8]);
+        wnaf_is_non_adjacent_and_adds_up(&[u32::MAX; 17]);
+        wnaf_is_non_adjacent_and_adds_up(&P256::N);
+        wnaf_is_non_adjacent_and_adds_up(&P384::N);
+        wnaf_is_non_adjacent_and_adds_up(&P521::N);
+        wnaf_is_non_adjacent_and_adds_up(&[0x8000_0000u32; 12]);
+        wnaf_is_non_adjacent_and_adds_up(&[0xf7ff_ffefu32; 12]);
+    }
+
+    /// `k * G` without a table, as affine coordinates, `None` for the point at infinity.
+    fn windowed_times_g<C: CurveParams<L>, const L: usize>(
+        k: &Limbs<L>,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let g = Affine::<C, L>::generator().unwrap();
+        let p = windowed_mul(&g, k).unwrap();
+        (!p.is_infinity()).then(|| coordinates(&to_affine(&p)))
+    }
+
+    fn be_bytes<C: CurveParams<L>, const L: usize>(k: &Limbs<L>) -> Vec<u8> {
+        let bytes: Vec<u8> = k.iter().rev().flat_map(|l| l.to_be_bytes()).collect();
+        bytes[bytes.len() - C::BYTES..].to_vec()
+    }
+
+    /// `k * G` by the window and by the comb agree, and `k * G + (n - k) * G` is infinity
+    /// when added as verification adds (windowed product first, then the comb's entries).
+    fn windowed_and_comb_agree<C: CurveParams<L>, const L: usize>(k: &Limbs<L>) {
+        // Below 2^(bits of n), then below n.
+        let mut k = *k;
+        for (i, limb) in k.iter_mut().enumerate() {
+            let keep = C::N_BITS.saturating_sub(32 * i).min(32);
+            *limb = if keep == 0 { 0 } else { *limb >> (32 - keep) };
+        }
+        let k = field::scalar::reduce::<C, L>(&k);
+        assert_eq!(
+            windowed_times_g::<C, L>(&k),
+            comb_times_g::<C, L>(&be_bytes::<C, L>(&k))
+        );
+        let minus_k = field::sub(&C::N, &k).0;
+        let g = C::generator_table().unwrap();
+        let k_g = windowed_mul(&Affine::generator().unwrap(), &k).unwrap();
+        assert!(g.add_multiple(&k_g, &minus_k).is_infinity());
+        let mut two = [0u32; L];
+        two[0] = 2;
+        let sum = g.add_multiple(&k_g, &k);
+        assert_eq!(
+            (!sum.is_infinity()).then(|| coordinates(&to_affine(&sum))),
+            windowed_times_g::<C, L>(&field::scalar::mul::<C, L>(&k, &two)),
+            "k G + k G doubles"
+        );
+    }
+
+    fn windowed_edge_cases<C: CurveParams<L>, const L: usize>() {
+        let g = Affine::<C, L>::generator().unwrap();
+        assert!(windowed_mul(&g, &[0u32; L]).unwrap().is_infinity(), "0 G");
+        assert!(windowed_mul(&g, &C::N).unwrap().is_infinity(), "n G");
+        let mut one = [0u32; L];
+        one[0] = 1;
+        assert_eq!(to_affine(&windowed_mul(&g, &one).unwrap()), g);
+        let n_minus_1 = field::sub(&C::N, &one).0;
+        assert_eq!(to_affine(&windowed_mul(&g, &n_minus_1).unwrap()), g.neg());
+        let mut n_plus_1 = field::add(&C::N, &one).0;
+        assert_eq!(to_affine(&windowed_mul(&g, &n_plus_1).unwrap()), g);
+        n_plus_1[0] += 14; // n + 15: the largest odd multiple, 15 G
+        let mut fifteen = [0u32; L];
+        fifteen[0] = 15;
+        assert_eq!(
+            to_affine(&windowed_mul(&g, &n_plus_1).unwrap()),
+            to_affine(&windowed_mul(&g, &fifteen).unwrap())
+        );
+        for k in 1..40u32 {
+            let mut limbs = [0u32; L];
+            limbs[0] = k;
+            windowed_and_comb_agree::<C, L>(&limbs);
+        }
+        windowed_and_comb_agree::<C, L>(&[u32::MAX; L]);
+    }
+
+    #[test]
+    fn windowed_multiplication_edge_cases_on_every_curve() {
+        windowed_edge_cases::<P256, 8>();
+        windowed_edge_cases::<P384, 12>();
+        windowed_edge_cases::<P521, 17>();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn windowed_and_comb_multiplication_agree_on_every_curve(seed in prop::collection::vec(any::<u32>(), 17)) {
+            let mut k8 = [0u32; 8];
+            k8.copy_from_slice(&seed[..8]);
+            windowed_and_comb_agree::<P256, 8>(&k8);
+            let mut k12 = [0u32; 12];
+            k12.copy_from_slice(&seed[..12]);
+            windowed_and_comb_agree::<P384, 12>(&k12);
+            let mut k17 = [0u32; 17];
+            k17.copy_from_slice(&seed);
+            windowed_and_comb_agree::<P521, 17>(&k17);
+            wnaf_is_non_adjacent_and_adds_up(&k17);
+        }
     }
 
     proptest! {
