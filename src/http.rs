@@ -8,12 +8,9 @@ use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
 use std::time::Duration;
 use tokengate_core::decision::{Decision, Outcome};
-use tokengate_core::edge;
 use tokengate_core::extract::TokenRemoval;
 use tokengate_core::gate::{Request, Verdict, WaitReason};
-
-/// Tick period while requests wait for keys.
-pub const FAST_TICK: Duration = Duration::from_millis(20);
+use tokengate_core::{edge, tick};
 
 pub struct RequestFilter {
     context_id: u32,
@@ -112,7 +109,9 @@ impl HttpContext for RequestFilter {
             // Dispatch from the root context at once (its next tick).
             let _ = hostcalls::set_tick_period(Duration::from_millis(1));
         } else {
-            let _ = hostcalls::set_tick_period(FAST_TICK);
+            // Keys may come from another worker any moment: look soon, then back off.
+            shared.tick_backoff.set(tick::FAST);
+            let _ = hostcalls::set_tick_period(tick::FAST);
         }
         let version = shared.key_version(wait.provider);
         let waited = vec![wait.reason];

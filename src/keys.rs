@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
 use tokengate_core::gate::KeyView;
-use tokengate_core::jwks::{KeyPolicy, KeySet};
+use tokengate_core::jwks::{self, KeyPolicy, KeySet, ParsedKeys};
 use tokengate_core::keysync::{self, SyncRecord};
 use tokengate_core::remote::{self, Answer, Callout, FetchError, FetchKind, RemoteJwks, Url};
 use tokengate_core::settings::{KeySource, Settings};
@@ -36,6 +36,10 @@ struct KeyMetrics {
     failure: Vec<(&'static str, Option<u32>)>,
     unknown_kid: Option<u32>,
     age: Option<u32>,
+    /// JWKs not read because the set had `max_keys` usable keys before them.
+    over_max_keys: Option<u32>,
+    /// Key material of this provider, summed over the VMs (each adds its own change).
+    memory: Option<u32>,
 }
 
 impl KeyMetrics {
@@ -49,6 +53,8 @@ impl KeyMetrics {
                 .collect(),
             unknown_kid: counter(&name("refetch_unknown_kid")),
             age: hostcalls::define_metric(MetricType::Gauge, &name("age_seconds")).ok(),
+            over_max_keys: counter(&name("keys_over_max")),
+            memory: hostcalls::define_metric(MetricType::Gauge, &name("key_memory_bytes")).ok(),
         }
     }
 }
@@ -65,6 +71,10 @@ pub struct ProviderSync {
     /// Version of the key set loaded into this VM's gate.
     pub loaded_version: u64,
     keys: Option<Rc<KeySet>>,
+    /// SHA-256 of the body this VM fetched last: the same body is not parsed again.
+    fetched_digest: Option<[u8; 32]>,
+    /// The key material this VM last added to the memory gauge.
+    reported_memory: i64,
     inflight: Option<(u32, FetchKind)>,
     /// A parked request waits for an unknown `kid`.
     pub wants_kid_refetch: bool,
@@ -121,6 +131,8 @@ impl ProviderSync {
                         body_key: format!("{}/keys", ns),
                         loaded_version: 0,
                         keys: None,
+                        fetched_digest: None,
+                        reported_memory: 0,
                         inflight: None,
                         wants_kid_refetch: false,
                         metrics: KeyMetrics::define(&p.name),
@@ -133,10 +145,6 @@ impl ProviderSync {
 
     pub fn fetching(&self) -> bool {
         self.inflight.is_some()
-    }
-
-    pub fn has_keys(&self) -> bool {
-        self.keys.is_some()
     }
 
     pub fn owns(&self, token: u32) -> bool {
@@ -190,7 +198,8 @@ impl ProviderSync {
         None
     }
 
-    /// Loads a newer published key set, if any.
+    /// Loads a newer published key set, if any. The published text holds only the keys the
+    /// fetching worker kept; the same text as the loaded keys is not parsed again.
     fn load_published(&mut self, rec: &SyncRecord) {
         if rec.version <= self.loaded_version {
             return;
@@ -204,16 +213,41 @@ impl ProviderSync {
         if version <= self.loaded_version {
             return;
         }
-        match remote::parse_jwks_body(body, &self.policy) {
-            Ok((keys, _)) => {
-                self.keys = Some(Rc::new(keys));
+        if let Some(keys) = &self.keys {
+            if keys.digest() == jwks::digest(body) {
                 self.loaded_version = version;
+                return;
+            }
+        }
+        match remote::parse_jwks_body(body, &self.policy, self.keys.as_deref()) {
+            Ok(parsed) => {
+                self.keys = Some(Rc::new(parsed.keys));
+                self.loaded_version = version;
+                // These keys came from another worker's body, not from the last one fetched
+                // here: a refetch of that one must be read again.
+                self.fetched_digest = None;
+                self.report_memory();
             }
             Err(e) => log::warn!(
                 "tokengate: provider {}: published key set is unusable: {}",
                 self.name,
                 e
             ),
+        }
+    }
+
+    /// Adds this VM's change of key material to the provider's gauge.
+    fn report_memory(&mut self) {
+        let now = self
+            .keys
+            .as_ref()
+            .map_or(0, |k| i64::try_from(k.memory_bytes()).unwrap_or(i64::MAX));
+        if let Some(id) = self.metrics.memory {
+            if now != self.reported_memory
+                && hostcalls::increment_metric(id, now - self.reported_memory).is_ok()
+            {
+                self.reported_memory = now;
+            }
         }
     }
 
@@ -255,6 +289,8 @@ impl ProviderSync {
                 }
             }
         }
+        // Tables are built as keys verify their first tokens.
+        self.report_memory();
         if let Some(age) = self.metrics.age {
             if rec.version > 0 {
                 let _ = hostcalls::record_metric(age, now.saturating_sub(rec.fetched_at) / 1000);
@@ -385,38 +421,90 @@ impl ProviderSync {
                     Err(e) => self.fail(now, &e),
                 }
             }
-            FetchKind::Jwks => match remote::read_jwks(&answer, max, &self.policy) {
-                Ok(fetched) => {
-                    for w in &fetched.warnings {
-                        log::warn!(
-                            "tokengate: provider {}: fetched key {} (skipped)",
-                            self.name,
-                            w
-                        );
+            FetchKind::Jwks => {
+                let read = remote::read_jwks(
+                    &answer,
+                    max,
+                    &self.policy,
+                    self.keys.as_deref(),
+                    self.fetched_digest.as_ref(),
+                );
+                match read {
+                    Ok(fetched) => {
+                        self.fetched_digest = Some(fetched.body_digest);
+                        if let Some(parsed) = fetched.keys {
+                            self.take_fetched(parsed);
+                        }
+                        let policy = self.remote.refresh;
+                        let max_age = fetched.max_age_s;
+                        self.update_record(|rec| keysync::succeeded(rec, now, max_age, &policy));
+                        bump(self.metrics.success);
                     }
-                    let (rec, _) = self.read_record();
-                    let version = rec.version + 1;
-                    let _ = hostcalls::set_shared_data(
-                        &self.body_key,
-                        Some(&keysync::encode_body(version, &body)),
-                        None,
-                    );
-                    let policy = self.remote.refresh;
-                    let max_age = fetched.max_age_s;
-                    self.update_record(|rec| keysync::succeeded(rec, now, max_age, &policy));
-                    self.keys = Some(Rc::new(fetched.keys));
-                    self.loaded_version = version;
-                    bump(self.metrics.success);
-                    log::info!(
-                        "tokengate: provider {}: fetched {} key(s), version {}",
-                        self.name,
-                        self.keys.as_ref().map_or(0, |k| k.len()),
-                        version
-                    );
+                    Err(e) => self.fail(now, &e),
                 }
-                Err(e) => self.fail(now, &e),
-            },
+            }
         }
+    }
+
+    /// Uses freshly fetched keys and publishes them to the other workers, unless they are
+    /// the keys already in use.
+    fn take_fetched(&mut self, parsed: ParsedKeys) {
+        for w in &parsed.warnings {
+            log::warn!(
+                "tokengate: provider {}: fetched key {} (skipped)",
+                self.name,
+                w
+            );
+        }
+        if parsed.more_warnings > 0 {
+            log::warn!(
+                "tokengate: provider {}: {} more fetched key(s) skipped",
+                self.name,
+                parsed.more_warnings
+            );
+        }
+        if parsed.over_max_keys > 0 {
+            log::warn!(
+                "tokengate: provider {}: the key set has {} more key(s) after the first {} usable ones: not read (max_keys)",
+                self.name,
+                parsed.over_max_keys,
+                self.policy.max_keys
+            );
+            if let Some(id) = self.metrics.over_max_keys {
+                let n = u64::try_from(parsed.over_max_keys).unwrap_or(u64::MAX);
+                let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        if self
+            .keys
+            .as_ref()
+            .is_some_and(|k| k.digest() == parsed.keys.digest())
+        {
+            log::debug!(
+                "tokengate: provider {}: fetched keys unchanged, version {}",
+                self.name,
+                self.loaded_version
+            );
+            return;
+        }
+        let (rec, _) = self.read_record();
+        let version = rec.version + 1;
+        let _ = hostcalls::set_shared_data(
+            &self.body_key,
+            Some(&keysync::encode_body(version, parsed.text.as_bytes())),
+            None,
+        );
+        let count = parsed.keys.len();
+        self.keys = Some(Rc::new(parsed.keys));
+        self.loaded_version = version;
+        self.report_memory();
+        log::info!(
+            "tokengate: provider {}: fetched {} key(s), version {}, {} bytes of key material in this VM",
+            self.name,
+            count,
+            version,
+            self.reported_memory
+        );
     }
 
     /// The introspection endpoint discovery found, if any, and whether discovery is how this

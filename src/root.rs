@@ -2,23 +2,22 @@
 //! sets in sync on its tick, answers the key callouts, and resumes requests that waited for
 //! keys.
 
-use crate::http::{apply, RequestFilter, FAST_TICK};
+use crate::http::{apply, RequestFilter};
 use crate::introspect::{Answered, IntrospectionSync};
 use crate::keys::{random_u64, ProviderSync};
 use crate::metrics::Metrics;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokengate_core::gate::{Gate, KeyView, Request, Verdict, Wait, WaitReason};
 use tokengate_core::headers::HeaderMap;
-use tokengate_core::settings;
+use tokengate_core::{settings, tick};
 
 /// At most this many requests wait for keys per worker; more are decided at once.
 pub const MAX_PARKED: usize = 10_000;
-const IDLE_TICK: Duration = Duration::from_millis(1000);
 
 /// Unix time in milliseconds from the host clock.
 pub fn now_ms() -> Option<u64> {
@@ -46,6 +45,8 @@ pub struct Shared {
     pub parked: RefCell<Vec<Parked>>,
     pub syncs: RefCell<Vec<ProviderSync>>,
     pub introspections: RefCell<Vec<IntrospectionSync>>,
+    /// The tick's backoff while requests are parked ([`tick::plan`]).
+    pub tick_backoff: Cell<Duration>,
 }
 
 impl Shared {
@@ -191,19 +192,33 @@ impl FilterRoot {
         }
     }
 
-    fn adjust_tick(&self, shared: &Shared) {
-        let busy = !shared.parked.borrow().is_empty()
-            || shared
-                .introspections
-                .borrow()
+    /// Sets the next tick from what this VM waits for ([`tick::plan`]).
+    fn adjust_tick(&self, shared: &Shared, now: u64) {
+        let parked_deadline = shared.parked.borrow().iter().map(|p| p.wait.deadline).min();
+        let introspections_queued = shared
+            .introspections
+            .borrow()
+            .iter()
+            .any(IntrospectionSync::has_work);
+        let next_fetch_at = {
+            let gate = shared.gate.borrow();
+            let syncs = shared.syncs.borrow();
+            syncs
                 .iter()
-                .any(IntrospectionSync::has_work)
-            || shared
-                .syncs
-                .borrow()
-                .iter()
-                .any(|s| s.fetching() || !s.has_keys() || s.wants_kid_refetch);
-        let _ = hostcalls::set_tick_period(if busy { FAST_TICK } else { IDLE_TICK });
+                .filter(|s| !s.fetching())
+                .filter_map(|s| gate.key_view(s.provider))
+                .filter(|view| !view.fetching)
+                .map(|view| view.next_fetch_at)
+                .min()
+        };
+        let waiting = tick::Waiting {
+            introspections_queued,
+            parked_deadline,
+            next_fetch_at,
+        };
+        let plan = tick::plan(now, &waiting, shared.tick_backoff.get());
+        shared.tick_backoff.set(plan.backoff);
+        let _ = hostcalls::set_tick_period(plan.period);
     }
 }
 
@@ -248,13 +263,13 @@ impl Context for FilterRoot {
         match answered {
             Some(Answered::Recorded) => {
                 self.release_parked(&shared, now, false);
-                self.adjust_tick(&shared);
+                self.adjust_tick(&shared, now);
                 return;
             }
             Some(Answered::Retry) => {
                 self.dispatch_introspections(&shared, now);
                 self.release_parked(&shared, now, false);
-                self.adjust_tick(&shared);
+                self.adjust_tick(&shared, now);
                 return;
             }
             None => {}
@@ -269,7 +284,7 @@ impl Context for FilterRoot {
         };
         shared.gate.borrow_mut().set_key_view(view.0, view.1);
         self.release_parked(&shared, now, false);
-        self.adjust_tick(&shared);
+        self.adjust_tick(&shared, now);
     }
 }
 
@@ -325,6 +340,7 @@ impl RootContext for FilterRoot {
             parked: RefCell::new(Vec::new()),
             syncs: RefCell::new(syncs),
             introspections: RefCell::new(introspections),
+            tick_backoff: Cell::new(tick::FAST),
         });
         if let Some(now) = now_ms() {
             // Keys another worker (or an earlier configuration) already published.
@@ -339,7 +355,7 @@ impl RootContext for FilterRoot {
         let first_tick = if remote {
             Duration::from_millis(10)
         } else {
-            IDLE_TICK
+            tick::IDLE
         };
         let _ = hostcalls::set_tick_period(first_tick);
         true
@@ -357,7 +373,7 @@ impl RootContext for FilterRoot {
         shared
             .metrics
             .cache_sizes(shared.gate.borrow().cache_sizes());
-        self.adjust_tick(&shared);
+        self.adjust_tick(&shared, now);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -178,8 +178,8 @@ fn remote_keys(settings: &Settings, index: usize, args: &ExplainArgs) -> Result<
             get(&url)?
         }
     };
-    remote::parse_jwks_body(text.as_bytes(), &p.key_policy)
-        .map(|(k, _)| k)
+    remote::parse_jwks_body(text.as_bytes(), &p.key_policy, None)
+        .map(|parsed| parsed.keys)
         .map_err(|e| e.to_string())
 }
 

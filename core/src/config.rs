@@ -156,6 +156,11 @@ pub struct ProviderConfig {
     /// Accepted JOSE `typ` values (e.g. `at+jwt`, RFC 9068 4). Default: any JWT type.
     pub token_types: Option<Vec<String>>,
     pub min_rsa_bits: Option<usize>,
+    /// Usable keys read from the key set (default 100); the rest are skipped.
+    pub max_keys: Option<usize>,
+    /// Bound on the key material of the key set in each VM, precomputed tables included
+    /// (default 4 MiB); a set beyond it is refused and the previous keys stay.
+    pub max_key_memory_bytes: Option<usize>,
     pub zitadel: Option<ZitadelConfig>,
     #[serde(default)]
     pub claims: ClaimNamesConfig,

@@ -3,10 +3,21 @@
 //! Keys that cannot be used (unknown `kty`, encryption keys, weak RSA, points off the curve,
 //! an `alg` that does not fit the key) are skipped with a [`KeyWarning`] the host logs, the way
 //! Envoy's jwt_verify_lib skips them; a set with no usable key at all is an error.
+//!
+//! A key set may be large (an IdP that never prunes, an aggregated set, a hostile key host),
+//! so what it costs is bounded before it is paid: only the first [`KeyPolicy::max_keys`]
+//! usable keys are read (the rest are not even parsed), the key material is counted as it is
+//! built and a set that passes [`KeyPolicy::max_memory_bytes`] is refused whole, and an EC
+//! key's precomputed table (152-228 KB) is built only after the key's first valid signature,
+//! while the set stays within that bound ([`KeySet::after_valid_signature`]). A JWK whose
+//! text is unchanged from the previous version of the set is taken over with its table.
 
 use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
 use crate::b64;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 use tokengate_crypto::ecdsa::EcdsaVerifier;
@@ -22,7 +33,19 @@ pub struct KeyPolicy {
     pub allow_hmac: bool,
     /// RSA moduli shorter than this are refused.
     pub min_rsa_bits: usize,
+    /// Usable keys read from one set; the JWKs after them are not parsed.
+    pub max_keys: usize,
+    /// Bound on the key material of one set in one VM, tables included: a set whose keys
+    /// pass it is refused (the previous keys stay), and no table is built beyond it.
+    pub max_memory_bytes: usize,
 }
+
+/// Default of [`KeyPolicy::max_keys`]: IdPs publish a handful of keys; 100 leaves room for
+/// aggregated sets.
+pub const DEFAULT_MAX_KEYS: usize = 100;
+/// Default of [`KeyPolicy::max_memory_bytes`]: 100 RSA-4096 keys, or a table for each of
+/// about 20 EC keys.
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for KeyPolicy {
     fn default() -> Self {
@@ -30,6 +53,8 @@ impl Default for KeyPolicy {
             allowed: AlgSet::asymmetric(),
             allow_hmac: false,
             min_rsa_bits: 2048,
+            max_keys: DEFAULT_MAX_KEYS,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
         }
     }
 }
@@ -45,8 +70,8 @@ pub enum VerifyKey {
         alg: Alg,
         key: Rc<RsaVerifier>,
     },
-    /// ES256/384/512 (by the key's curve) with the key's precomputed table (114-200 KB),
-    /// shared by the sets that hold it.
+    /// ES256/384/512 (by the key's curve); its precomputed table (152-228 KB) is built after
+    /// its first valid signature ([`KeySet::after_valid_signature`]).
     Ecdsa(Rc<EcdsaVerifier>),
     EdDsa(ed25519_compact::PublicKey),
     /// HS256/384/512 with the shared secret.
@@ -84,9 +109,47 @@ pub struct Jwk {
     /// The JWK's own `alg`, if it named one.
     pub alg: Option<Alg>,
     keys: Vec<VerifyKey>,
+    /// SHA-256 of the JWK's JSON text: an unchanged JWK in a later version of the set is
+    /// this same key, table and all.
+    source: [u8; 32],
 }
 
 impl Jwk {
+    /// Heap and inline bytes this key holds, tables included (an RSA modulus shared by
+    /// the key's algorithms counted once).
+    pub fn memory_bytes(&self) -> usize {
+        let mut bytes = std::mem::size_of::<Rc<Jwk>>()
+            + RC_HEADER
+            + std::mem::size_of::<Jwk>()
+            + self.kid.as_ref().map_or(0, String::capacity)
+            + self.keys.capacity() * std::mem::size_of::<VerifyKey>();
+        let mut rsa_counted = false;
+        for key in &self.keys {
+            bytes += match key {
+                VerifyKey::Rsa { key, .. } if !rsa_counted => {
+                    rsa_counted = true;
+                    RC_HEADER + key.memory_bytes()
+                }
+                VerifyKey::Rsa { .. } => 0,
+                VerifyKey::Ecdsa(k) => RC_HEADER + k.memory_bytes(),
+                VerifyKey::EdDsa(_) => 0,
+                VerifyKey::Hmac { secret, .. } => secret.capacity(),
+            };
+        }
+        bytes
+    }
+
+    /// Bytes of the precomputed tables among [`Jwk::memory_bytes`].
+    pub fn table_bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .map(|key| match key {
+                VerifyKey::Ecdsa(k) if k.has_table() => EcdsaVerifier::table_bytes(k.curve()),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// The prepared key for `alg`, if this JWK can verify it.
     pub fn key_for(&self, alg: Alg) -> Option<&VerifyKey> {
         self.keys.iter().find(|k| k.alg() == alg)
@@ -97,15 +160,48 @@ impl Jwk {
     }
 }
 
+/// The two counts of an `Rc` allocation.
+const RC_HEADER: usize = 2 * std::mem::size_of::<usize>();
+
 /// A parsed key set, ready for key selection.
 #[derive(Debug, Default)]
 pub struct KeySet {
-    keys: Vec<Jwk>,
+    keys: Vec<Rc<Jwk>>,
+    /// SHA-256 of [`ParsedKeys::text`]: the same keys again need not be parsed.
+    digest: [u8; 32],
+    max_memory_bytes: usize,
 }
 
 impl KeySet {
-    pub fn keys(&self) -> &[Jwk] {
+    pub fn keys(&self) -> &[Rc<Jwk>] {
         &self.keys
+    }
+
+    /// SHA-256 of the text the set was read from (its usable keys only).
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// Bytes of key material this set holds in this VM, tables included.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<KeySet>()
+            + self.keys.capacity() * std::mem::size_of::<Rc<Jwk>>()
+            + self.keys.iter().map(|k| k.memory_bytes()).sum::<usize>()
+    }
+
+    /// Called when `key` has verified a valid signature: an EC key gets its precomputed
+    /// table now, if the set stays within its memory bound with it. Only keys that sign
+    /// real tokens pay for a table; a forged token (a wrong signature) never builds one, and
+    /// keys beyond the bound verify without a table (a few times slower).
+    pub fn after_valid_signature(&self, key: &VerifyKey) {
+        if let VerifyKey::Ecdsa(k) = key {
+            if !k.has_table()
+                && self.memory_bytes() + EcdsaVerifier::table_bytes(k.curve())
+                    <= self.max_memory_bytes
+            {
+                k.build_table();
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -118,7 +214,7 @@ impl KeySet {
 
     /// Union of the algorithms the keys can verify.
     pub fn algs(&self) -> AlgSet {
-        self.keys.iter().flat_map(Jwk::algs).collect()
+        self.keys.iter().flat_map(|k| k.algs()).collect()
     }
 
     /// Keys that may verify a token with this `alg` and `kid`, following jwt_verify_lib:
@@ -146,6 +242,10 @@ impl KeySet {
     /// Whether some key carries this `kid`.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    fn by_source(&self) -> HashMap<[u8; 32], Rc<Jwk>> {
+        self.keys.iter().map(|k| (k.source, Rc::clone(k))).collect()
     }
 }
 
@@ -240,8 +340,16 @@ impl fmt::Display for KeyWarning {
 pub enum JwksError {
     NotJson(String),
     NoKeysArray,
+    /// The first [`MAX_WARNINGS`] reasons.
     NoUsableKey(Vec<KeyWarning>),
+    /// The keys read so far already pass [`KeyPolicy::max_memory_bytes`].
+    Oversized {
+        max: usize,
+    },
 }
+
+/// Skipped keys reported one by one; beyond these only counted.
+pub const MAX_WARNINGS: usize = 16;
 
 impl fmt::Display for JwksError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -264,21 +372,54 @@ impl fmt::Display for JwksError {
                     }
                     write!(f, "{}", w)?;
                 }
+                if warnings.len() >= MAX_WARNINGS {
+                    write!(f, "; (only the first {} reasons shown)", MAX_WARNINGS)?;
+                }
                 Ok(())
             }
+            JwksError::Oversized { max } => write!(
+                f,
+                "holds more key material than {} bytes (max_key_memory_bytes): refused whole",
+                max
+            ),
         }
     }
 }
 
 impl std::error::Error for JwksError {}
 
+/// A key set read from its text.
+#[derive(Debug)]
+pub struct ParsedKeys {
+    pub keys: KeySet,
+    /// The first [`MAX_WARNINGS`] skipped keys, with why.
+    pub warnings: Vec<KeyWarning>,
+    /// Skipped keys beyond those.
+    pub more_warnings: usize,
+    /// JWKs after the first `max_keys` usable ones: not read.
+    pub over_max_keys: usize,
+    /// `{"keys":[...]}` of the usable keys' own JSON text, in order: what other VMs parse.
+    pub text: String,
+}
+
+/// SHA-256 of a key set's text, to tell an unchanged set without parsing it.
+pub fn digest(text: &[u8]) -> [u8; 32] {
+    hmac_sha256::Hash::hash(text)
+}
+
+/// The top level of a JWK Set, with each JWK left as text until it is needed.
+#[derive(Deserialize)]
+struct RawSet<'a> {
+    #[serde(borrow)]
+    keys: Vec<&'a RawValue>,
+}
+
 /// Parses a JWK Set given as JSON text.
 pub fn parse_jwks_str(
     text: &str,
     policy: &KeyPolicy,
 ) -> Result<(KeySet, Vec<KeyWarning>), JwksError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| JwksError::NotJson(e.to_string()))?;
-    parse_jwks(&value, policy)
+    read_jwks(text, policy, None).map(|p| (p.keys, p.warnings))
 }
 
 /// Parses a JWK Set given as a JSON value.
@@ -286,30 +427,90 @@ pub fn parse_jwks(
     value: &Value,
     policy: &KeyPolicy,
 ) -> Result<(KeySet, Vec<KeyWarning>), JwksError> {
-    let entries = value
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or(JwksError::NoKeysArray)?;
-    let mut keys = Vec::with_capacity(entries.len());
+    let text = serde_json::to_string(value).map_err(|e| JwksError::NotJson(e.to_string()))?;
+    parse_jwks_str(&text, policy)
+}
+
+/// Reads a JWK Set: the first `max_keys` usable keys, within `max_memory_bytes`. A JWK whose
+/// text equals one of `previous` is that key (its table kept), not parsed again.
+pub fn read_jwks(
+    text: &str,
+    policy: &KeyPolicy,
+    previous: Option<&KeySet>,
+) -> Result<ParsedKeys, JwksError> {
+    let set: RawSet<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => JwksError::NoKeysArray,
+        _ => JwksError::NotJson(e.to_string()),
+    })?;
+    let known = previous.map(KeySet::by_source).unwrap_or_default();
+    let mut keys: Vec<Rc<Jwk>> = Vec::new();
     let mut warnings = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
-        match parse_jwk(entry, policy) {
-            Ok(jwk) => keys.push(jwk),
-            Err(problem) => warnings.push(KeyWarning {
-                index,
-                kid,
-                problem,
-            }),
+    let mut more_warnings = 0;
+    let mut bytes = std::mem::size_of::<KeySet>();
+    let mut over_max_keys = 0;
+    let mut out = String::from("{\"keys\":[");
+    for (index, raw) in set.keys.iter().enumerate() {
+        if keys.len() >= policy.max_keys {
+            over_max_keys = set.keys.len() - index;
+            break;
         }
+        let source = digest(raw.get().as_bytes());
+        let jwk = match known.get(&source) {
+            Some(jwk) => Rc::clone(jwk),
+            None => {
+                let entry: Value = serde_json::from_str(raw.get())
+                    .map_err(|e| JwksError::NotJson(e.to_string()))?;
+                match parse_jwk(&entry, policy, source) {
+                    Ok(jwk) => Rc::new(jwk),
+                    Err(problem) => {
+                        if warnings.len() < MAX_WARNINGS {
+                            let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
+                            warnings.push(KeyWarning {
+                                index,
+                                kid,
+                                problem,
+                            });
+                        } else {
+                            more_warnings += 1;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        // Tables a kept key brings along do not count here: they are what the bound leaves
+        // room for, and a rotation must not be refused because keys were used.
+        bytes += std::mem::size_of::<Rc<Jwk>>() + jwk.memory_bytes() - jwk.table_bytes();
+        if bytes > policy.max_memory_bytes {
+            return Err(JwksError::Oversized {
+                max: policy.max_memory_bytes,
+            });
+        }
+        if !keys.is_empty() {
+            out.push(',');
+        }
+        out.push_str(raw.get());
+        keys.push(jwk);
     }
     if keys.is_empty() {
         return Err(JwksError::NoUsableKey(warnings));
     }
-    Ok((KeySet { keys }, warnings))
+    out.push_str("]}");
+    keys.shrink_to_fit();
+    Ok(ParsedKeys {
+        keys: KeySet {
+            keys,
+            digest: digest(out.as_bytes()),
+            max_memory_bytes: policy.max_memory_bytes,
+        },
+        warnings,
+        more_warnings,
+        over_max_keys,
+        text: out,
+    })
 }
 
-fn parse_jwk(entry: &Value, policy: &KeyPolicy) -> Result<Jwk, KeyProblem> {
+fn parse_jwk(entry: &Value, policy: &KeyPolicy, source: [u8; 32]) -> Result<Jwk, KeyProblem> {
     let obj = entry.as_object().ok_or(KeyProblem::NotAnObject)?;
     let kty = required_str(obj, "kty")?;
     let kid = optional_str(obj, "kid")?.map(str::to_owned);
@@ -345,7 +546,12 @@ fn parse_jwk(entry: &Value, policy: &KeyPolicy) -> Result<Jwk, KeyProblem> {
         });
         return Err(KeyProblem::AlgNotAllowed(alg));
     }
-    Ok(Jwk { kid, alg, keys })
+    Ok(Jwk {
+        kid,
+        alg,
+        keys,
+        source,
+    })
 }
 
 fn kty_name(family: KeyFamily) -> &'static str {
@@ -575,5 +781,211 @@ mod tests {
         };
         let (keys, _) = parse_jwks(&set, &allowed).unwrap();
         assert!(keys.algs().contains(Alg::Hs256));
+    }
+
+    /// P-256 key pairs and their public JWKs, for the size and table tests.
+    mod ec {
+        use jwt_simple::prelude::*;
+
+        pub fn pairs(n: usize) -> Vec<ES256KeyPair> {
+            (0..n)
+                .map(|i| ES256KeyPair::generate().with_key_id(&format!("k{}", i)))
+                .collect()
+        }
+
+        pub fn jwk(pair: &ES256KeyPair) -> serde_json::Value {
+            let point = pair.public_key().public_key().to_bytes_uncompressed();
+            serde_json::json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "kid": pair.key_id().clone().unwrap_or_default(),
+                "x": crate::b64::encode(&point[1..33]),
+                "y": crate::b64::encode(&point[33..65]),
+            })
+        }
+
+        pub fn set(pairs: &[ES256KeyPair]) -> String {
+            serde_json::json!({"keys": pairs.iter().map(jwk).collect::<Vec<_>>()}).to_string()
+        }
+
+        pub fn token(pair: &ES256KeyPair) -> String {
+            pair.sign(Claims::create(Duration::from_mins(5))).unwrap()
+        }
+    }
+
+    fn verify(token: &str, keys: &KeySet) -> Result<(), crate::verify::TokenError> {
+        let jwt = crate::jwt::parse(token).unwrap();
+        crate::verify::verify_signature(&jwt, keys, AlgSet::asymmetric())
+    }
+
+    fn policy(max_keys: usize, max_memory_bytes: usize) -> KeyPolicy {
+        KeyPolicy {
+            max_keys,
+            max_memory_bytes,
+            ..KeyPolicy::default()
+        }
+    }
+
+    #[test]
+    fn only_the_first_max_keys_usable_keys_are_read() {
+        let pairs = ec::pairs(5);
+        let mut set: Value = serde_json::from_str(&ec::set(&pairs)).unwrap();
+        // Unusable keys before the cap do not count towards it; those after it are not read.
+        set["keys"].as_array_mut().unwrap().insert(
+            1,
+            json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}),
+        );
+        set["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"kty": "nonsense"}));
+        let parsed = read_jwks(&set.to_string(), &policy(2, 1 << 20), None).unwrap();
+        let kids: Vec<_> = parsed.keys.keys().iter().map(|k| k.kid.clone()).collect();
+        assert_eq!(kids, [Some("k0".to_owned()), Some("k1".to_owned())]);
+        assert_eq!(
+            parsed.over_max_keys, 4,
+            "k2, k3, k4 and the bad key after them"
+        );
+        assert_eq!(parsed.warnings.len(), 1, "only the bad key before the cap");
+        let text: Value = serde_json::from_str(&parsed.text).unwrap();
+        assert_eq!(text["keys"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_set_whose_key_material_passes_the_bound_is_refused_whole() {
+        let set = ec::set(&ec::pairs(20));
+        let one = read_jwks(&set, &policy(1, 1 << 20), None).unwrap();
+        let bound = one.keys.memory_bytes() * 5;
+        assert_eq!(
+            read_jwks(&set, &policy(100, bound), None).unwrap_err(),
+            JwksError::Oversized { max: bound }
+        );
+        assert_eq!(
+            read_jwks(&set, &policy(100, 1 << 20), None)
+                .unwrap()
+                .keys
+                .len(),
+            20
+        );
+    }
+
+    #[test]
+    fn skipped_keys_are_reported_up_to_a_limit_and_then_counted() {
+        let bad: Vec<Value> = (0..40).map(|_| json!({"kty": "nonsense"})).collect();
+        let mut keys = bad;
+        keys.push(ec::jwk(&ec::pairs(1)[0]));
+        let parsed = read_jwks(
+            &json!({ "keys": keys }).to_string(),
+            &KeyPolicy::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(parsed.warnings.len(), MAX_WARNINGS);
+        assert_eq!(parsed.more_warnings, 40 - MAX_WARNINGS);
+    }
+
+    #[test]
+    fn an_unchanged_jwk_is_the_previous_key_with_its_table() {
+        let pairs = ec::pairs(3);
+        let first = read_jwks(&ec::set(&pairs[..2]), &KeyPolicy::default(), None).unwrap();
+        assert!(verify(&ec::token(&pairs[0]), &first.keys).is_ok());
+        let rotated = read_jwks(
+            &ec::set(&pairs[..3]),
+            &KeyPolicy::default(),
+            Some(&first.keys),
+        )
+        .unwrap();
+        for i in 0..2 {
+            assert!(Rc::ptr_eq(&first.keys.keys()[i], &rotated.keys.keys()[i]));
+        }
+        assert!(
+            rotated.keys.keys()[0].table_bytes() > 0,
+            "k0's table came along"
+        );
+        assert_eq!(rotated.keys.keys()[1].table_bytes(), 0);
+        assert_ne!(first.keys.digest(), rotated.keys.digest());
+    }
+
+    #[test]
+    fn the_same_usable_keys_have_the_same_digest() {
+        let pairs = ec::pairs(2);
+        let plain = read_jwks(&ec::set(&pairs), &KeyPolicy::default(), None).unwrap();
+        let mut noisy: Value = serde_json::from_str(&ec::set(&pairs)).unwrap();
+        noisy["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"kty": "oct", "k": "c2VjcmV0"}));
+        noisy["extra"] = json!("ignored");
+        let noisy = read_jwks(&noisy.to_string(), &KeyPolicy::default(), None).unwrap();
+        assert_eq!(plain.keys.digest(), noisy.keys.digest());
+        assert_eq!(
+            plain.text, noisy.text,
+            "what other VMs parse holds the usable keys only"
+        );
+        assert_eq!(plain.keys.digest(), digest(plain.text.as_bytes()));
+    }
+
+    #[test]
+    fn an_ec_key_gets_its_table_only_after_a_valid_signature() {
+        let pairs = ec::pairs(2);
+        let keys = read_jwks(&ec::set(&pairs), &KeyPolicy::default(), None)
+            .unwrap()
+            .keys;
+        let before = keys.memory_bytes();
+        assert!(keys.keys().iter().all(|k| k.table_bytes() == 0));
+        // k1's kid on a token k0 signed: a forged signature for k1.
+        let forged = {
+            let token = ec::token(&pairs[0]);
+            let (_, rest) = token.split_once('.').unwrap();
+            let header = crate::b64::encode(br#"{"alg":"ES256","kid":"k1"}"#);
+            format!("{}.{}", header, rest)
+        };
+        assert!(verify(&forged, &keys).is_err());
+        assert_eq!(
+            keys.memory_bytes(),
+            before,
+            "a forged token builds no table"
+        );
+        assert!(verify(&ec::token(&pairs[1]), &keys).is_ok());
+        assert_eq!(keys.keys()[0].table_bytes(), 0);
+        let table = keys.keys()[1].table_bytes();
+        assert_eq!(table, EcdsaVerifier::table_bytes(Curve::P256));
+        assert_eq!(keys.memory_bytes(), before + table);
+        // The table verifies the same tokens.
+        assert!(verify(&ec::token(&pairs[1]), &keys).is_ok());
+    }
+
+    #[test]
+    fn keys_beyond_the_memory_bound_verify_without_a_table() {
+        let pairs = ec::pairs(3);
+        let bare = read_jwks(&ec::set(&pairs), &KeyPolicy::default(), None)
+            .unwrap()
+            .keys
+            .memory_bytes();
+        let room_for_one = bare + EcdsaVerifier::table_bytes(Curve::P256) + 1;
+        let keys = read_jwks(&ec::set(&pairs), &policy(100, room_for_one), None)
+            .unwrap()
+            .keys;
+        for pair in &pairs {
+            assert!(verify(&ec::token(pair), &keys).is_ok());
+        }
+        let tables = keys.keys().iter().filter(|k| k.table_bytes() > 0).count();
+        assert_eq!(tables, 1);
+        assert!(keys.memory_bytes() <= room_for_one);
+    }
+
+    #[test]
+    fn a_rotation_is_not_refused_for_the_tables_its_kept_keys_built() {
+        let pairs = ec::pairs(2);
+        let bare = read_jwks(&ec::set(&pairs), &KeyPolicy::default(), None)
+            .unwrap()
+            .keys
+            .memory_bytes();
+        let bound = bare + EcdsaVerifier::table_bytes(Curve::P256);
+        let first = read_jwks(&ec::set(&pairs), &policy(100, bound), None).unwrap();
+        assert!(verify(&ec::token(&pairs[0]), &first.keys).is_ok());
+        assert!(first.keys.memory_bytes() > bare);
+        let again = read_jwks(&ec::set(&pairs), &policy(100, bound), Some(&first.keys));
+        assert!(again.is_ok());
     }
 }

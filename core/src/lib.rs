@@ -26,4 +26,5 @@ pub mod principal;
 pub mod remote;
 pub mod scan;
 pub mod settings;
+pub mod tick;
 pub mod verify;

@@ -2,7 +2,7 @@
 //! the callout requests to make, and what their answers mean. The host dispatches the
 //! requests and hands the answers back; nothing here does I/O.
 
-use crate::jwks::{self, KeyPolicy, KeySet, KeyWarning};
+use crate::jwks::{self, JwksError, KeyPolicy, KeySet, ParsedKeys};
 use serde_json::Value;
 use std::fmt;
 
@@ -205,6 +205,10 @@ pub enum FetchError {
     TooLarge {
         max: usize,
     },
+    /// The key set's material passes `max_key_memory_bytes`.
+    KeyMemory {
+        max: usize,
+    },
     Malformed(String),
 }
 
@@ -215,7 +219,7 @@ impl FetchError {
         match self {
             FetchError::Unreachable => "unreachable",
             FetchError::Status(_) => "status",
-            FetchError::TooLarge { .. } => "oversized",
+            FetchError::TooLarge { .. } | FetchError::KeyMemory { .. } => "oversized",
             FetchError::Malformed(_) => "malformed",
         }
     }
@@ -229,6 +233,11 @@ impl fmt::Display for FetchError {
             FetchError::TooLarge { max } => {
                 write!(f, "the answer is larger than {} bytes (max_bytes)", max)
             }
+            FetchError::KeyMemory { max } => write!(
+                f,
+                "the key set holds more key material than {} bytes (max_key_memory_bytes)",
+                max
+            ),
             FetchError::Malformed(why) => write!(f, "the answer {}", why),
         }
     }
@@ -329,22 +338,33 @@ pub fn read_discovery(
 /// A fetched key set and the refresh hint that came with it.
 #[derive(Debug)]
 pub struct FetchedKeys {
-    pub keys: KeySet,
-    pub warnings: Vec<KeyWarning>,
+    /// SHA-256 of the body as fetched.
+    pub body_digest: [u8; 32],
+    /// `None`: the body is the one read last time (`last_body`), not parsed again.
+    pub keys: Option<ParsedKeys>,
     pub max_age_s: Option<u64>,
 }
 
 /// Reads a JWKS answer. A set without a usable key is a failure: the last good keys stay.
+/// A body equal to `last_body` is not parsed again; JWKs unchanged from `previous` are
+/// taken over with their tables.
 pub fn read_jwks(
     answer: &Answer<'_>,
     max_bytes: usize,
     policy: &KeyPolicy,
+    previous: Option<&KeySet>,
+    last_body: Option<&[u8; 32]>,
 ) -> Result<FetchedKeys, FetchError> {
     check_answer(answer, max_bytes)?;
-    let (keys, warnings) = parse_jwks_body(answer.body, policy)?;
+    let body_digest = jwks::digest(answer.body);
+    let keys = if previous.is_some() && last_body == Some(&body_digest) {
+        None
+    } else {
+        Some(parse_jwks_body(answer.body, policy, previous)?)
+    };
     Ok(FetchedKeys {
+        body_digest,
         keys,
-        warnings,
         max_age_s: answer.cache_control.and_then(max_age),
     })
 }
@@ -353,10 +373,15 @@ pub fn read_jwks(
 pub fn parse_jwks_body(
     body: &[u8],
     policy: &KeyPolicy,
-) -> Result<(KeySet, Vec<KeyWarning>), FetchError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| FetchError::Malformed(format!("is not JSON ({})", e)))?;
-    jwks::parse_jwks(&value, policy).map_err(|e| FetchError::Malformed(e.to_string()))
+    previous: Option<&KeySet>,
+) -> Result<ParsedKeys, FetchError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| FetchError::Malformed("is not UTF-8 text".into()))?;
+    jwks::read_jwks(text, policy, previous).map_err(|e| match e {
+        JwksError::Oversized { max } => FetchError::KeyMemory { max },
+        JwksError::NotJson(why) => FetchError::Malformed(format!("is not JSON ({})", why)),
+        other => FetchError::Malformed(other.to_string()),
+    })
 }
 
 /// `max-age` of a Cache-Control header; `no-cache`/`no-store` count as 0.
@@ -443,29 +468,41 @@ mod tests {
         };
         let policy = KeyPolicy::default();
         assert_eq!(
-            read_jwks(&answer(None, b""), 10, &policy).unwrap_err(),
+            read_jwks(&answer(None, b""), 10, &policy, None, None).unwrap_err(),
             FetchError::Unreachable
         );
         assert_eq!(
-            read_jwks(&answer(Some(500), b"{}"), 10, &policy).unwrap_err(),
+            read_jwks(&answer(Some(500), b"{}"), 10, &policy, None, None).unwrap_err(),
             FetchError::Status(500)
         );
         assert_eq!(
-            read_jwks(&answer(Some(200), b"{\"keys\": []}"), 5, &policy)
-                .unwrap_err()
-                .cause(),
+            read_jwks(
+                &answer(Some(200), b"{\"keys\": []}"),
+                5,
+                &policy,
+                None,
+                None
+            )
+            .unwrap_err()
+            .cause(),
             "oversized"
         );
         assert_eq!(
-            read_jwks(&answer(Some(200), b"<html>"), 100, &policy)
+            read_jwks(&answer(Some(200), b"<html>"), 100, &policy, None, None)
                 .unwrap_err()
                 .cause(),
             "malformed"
         );
         assert_eq!(
-            read_jwks(&answer(Some(200), b"{\"keys\": []}"), 100, &policy)
-                .unwrap_err()
-                .cause(),
+            read_jwks(
+                &answer(Some(200), b"{\"keys\": []}"),
+                100,
+                &policy,
+                None,
+                None
+            )
+            .unwrap_err()
+            .cause(),
             "malformed"
         );
     }

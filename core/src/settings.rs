@@ -25,6 +25,8 @@ use std::rc::Rc;
 
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const DEFAULT_REALM: &str = "tokengate";
+/// Smallest `max_key_memory_bytes`: room for one large key and one EC table.
+pub const MIN_KEY_MEMORY_BYTES: usize = 256 * 1024;
 pub const DEFAULT_DRY_RUN_HEADER: &str = "x-tokengate-dry-run";
 
 /// Where a provider's keys come from.
@@ -391,6 +393,25 @@ fn compile_provider(
     };
 
     let min_rsa_bits = cfg.min_rsa_bits.unwrap_or(2048);
+    let max_keys = cfg.max_keys.unwrap_or(jwks::DEFAULT_MAX_KEYS);
+    if max_keys == 0 {
+        return Err(ConfigError::invalid(
+            field("max_keys"),
+            "must be at least 1",
+        ));
+    }
+    let max_memory_bytes = cfg
+        .max_key_memory_bytes
+        .unwrap_or(jwks::DEFAULT_MAX_MEMORY_BYTES);
+    if max_memory_bytes < MIN_KEY_MEMORY_BYTES {
+        return Err(ConfigError::invalid(
+            field("max_key_memory_bytes"),
+            format!(
+                "must be at least {} (one RSA-4096 key and one EC table)",
+                MIN_KEY_MEMORY_BYTES
+            ),
+        ));
+    }
     let (keys, algorithms, key_policy) = match (&cfg.jwks, &cfg.remote_jwks) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::invalid(
@@ -403,6 +424,8 @@ fn compile_provider(
                 allowed: AlgSet::asymmetric(),
                 allow_hmac: false,
                 min_rsa_bits,
+                max_keys,
+                max_memory_bytes,
             };
             (
                 KeySource::None,
@@ -427,6 +450,8 @@ fn compile_provider(
                 }),
                 allow_hmac: true,
                 min_rsa_bits,
+                max_keys,
+                max_memory_bytes,
             };
             let parsed = match jwks_value {
                 Value::String(text) => jwks::parse_jwks_str(text, &policy),
@@ -471,6 +496,8 @@ fn compile_provider(
                 allowed: algorithms,
                 allow_hmac: false,
                 min_rsa_bits,
+                max_keys,
+                max_memory_bytes,
             };
             let remote = compile_remote(&field("remote_jwks"), cfg.issuer.as_deref(), remote)?;
             (KeySource::Remote(Box::new(remote)), algorithms, policy)

@@ -182,6 +182,7 @@ pub fn verify_signature(jwt: &Jwt<'_>, keys: &KeySet, allowed: AlgSet) -> Result
     for key in keys.candidates(jwt.alg, jwt.kid.as_deref()) {
         tried = true;
         if signature_matches(key, jwt) {
+            keys.after_valid_signature(key);
             return Ok(());
         }
     }
