@@ -171,6 +171,9 @@ struct Issued {
 
 struct State {
     keys: Vec<KeyEntry>,
+    /// Public JWKs published after the IdP's own keys, of keys that sign nothing (an IdP
+    /// that never prunes rotated keys, an aggregated key set).
+    retired: Vec<Value>,
     next_kid: u64,
     faults: HashMap<Endpoint, Fault>,
     hits: HashMap<Endpoint, u64>,
@@ -250,6 +253,7 @@ impl Idp {
         }
         let state = State {
             keys: Vec::new(),
+            retired: Vec::new(),
             next_kid: 280_543_383_892_525_058,
             faults: HashMap::new(),
             hits: HashMap::new(),
@@ -380,7 +384,33 @@ impl Idp {
 
     pub fn jwks(&self) -> Value {
         let st = self.state();
-        jose::jwks(&st.keys.iter().map(|k| &k.key).collect::<Vec<_>>())
+        let mut set = jose::jwks(&st.keys.iter().map(|k| &k.key).collect::<Vec<_>>());
+        if let Some(keys) = set["keys"].as_array_mut() {
+            keys.extend(st.retired.iter().cloned());
+        }
+        set
+    }
+
+    /// Publishes `count` more P-256 keys after the IdP's own, none of which signs anything
+    /// (an IdP that never prunes rotated keys). Their JWKs are minimal (`kty`, `crv`, `x`,
+    /// `y`, and a short `kid` when `with_kids`); their private halves are dropped at once.
+    pub fn publish_retired_es256(&self, count: usize, with_kids: bool) {
+        let jwks: Vec<Value> = (0..count)
+            .map(|i| {
+                let full = SigningKey::es256("retired").jwk();
+                let mut jwk = json!({"kty": "EC", "crv": "P-256", "x": full["x"], "y": full["y"]});
+                if with_kids {
+                    jwk["kid"] = json!(format!("r{}", i));
+                }
+                jwk
+            })
+            .collect();
+        self.state().retired.extend(jwks);
+    }
+
+    /// Publishes only the IdP's own keys again.
+    pub fn prune_retired(&self) {
+        self.state().retired.clear();
     }
 
     fn client(&self, client_id: &str) -> Option<&ClientConfig> {
@@ -786,6 +816,9 @@ impl Idp {
     /// `/control/...`: what tests and `make demo` use to steer the IdP.
     ///
     /// - `POST rotate?keep_old=BOOL`, `POST keys/es256?activate=BOOL` -> `{"kid"}`
+    /// - `POST keys/retired?count=N&kids=BOOL`: N more P-256 keys, signing nothing, after the
+    ///   IdP's own;
+    ///   `POST keys/prune`: only the IdP's own keys again
     /// - `POST fault {"endpoint", "mode": down|500|garbage|oversized|slow|reject_once|echo_error|none, "delay_ms"}`
     /// - `GET hits`, `POST hits/reset`
     /// - `POST jwks-max-age?seconds=N`
@@ -802,6 +835,17 @@ impl Idp {
             }
             ("POST", "keys/es256") => {
                 Response::json(200, &json!({"kid": self.add_es256(flag("activate"))}))
+            }
+            ("POST", "keys/retired") => match q.get("count").and_then(|s| s.parse().ok()) {
+                Some(n) if n <= 100_000 => {
+                    self.publish_retired_es256(n, flag("kids"));
+                    Response::json(200, &json!({}))
+                }
+                _ => Response::json(400, &json!({"error": "count=N (at most 100000) needed"})),
+            },
+            ("POST", "keys/prune") => {
+                self.prune_retired();
+                Response::json(200, &json!({}))
             }
             ("POST", "fault") => {
                 let endpoint = body["endpoint"].as_str().and_then(Endpoint::from_name);

@@ -1,0 +1,270 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+//! Key sets of any size in a real Envoy with two workers: a large remote set costs bounded
+//! memory (measured from `/proc`, against the same Envoy with the IdP's own keys only), its
+//! first keys verify, a refetch never stalls requests, a set past its memory bound is refused
+//! while the previous keys stay in use, and a second provider with inline keys keeps
+//! answering throughout.
+
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokengate_testkit::devidp::{Endpoint, RunningIdp};
+use tokengate_testkit::envoy::EnvoyOptions;
+use tokengate_testkit::idp::{self, PROJECT};
+use tokengate_testkit::mint::{self, claims, SigningKey};
+use tokengate_testkit::{expect, Envoy};
+
+const INLINE_ISSUER: &str = "https://inline.test";
+/// The bound the issue sets for Envoy's growth from a large key set, with a wide margin: the
+/// filter before these bounds grew by about 1.5 GiB for 1,800 keys.
+const MAX_GROWTH_MIB: u64 = 64;
+
+/// A remote provider served by `idp` (its `remote_jwks` merged with `remote`, its own members
+/// with `provider`) and an inline provider signed by `inline`.
+fn config(idp: &RunningIdp, inline: &SigningKey, remote: Value, provider: Value) -> Value {
+    let mut remote_jwks =
+        json!({"cluster": "idp", "uri": format!("{}/oauth/v2/keys", idp.issuer())});
+    for (k, v) in remote.as_object().unwrap() {
+        remote_jwks[k] = v.clone();
+    }
+    let mut zitadel = json!({
+        "issuer": idp.issuer(),
+        "zitadel": {"project_id": PROJECT},
+        "remote_jwks": remote_jwks
+    });
+    for (k, v) in provider.as_object().unwrap() {
+        zitadel[k] = v.clone();
+    }
+    json!({
+        "providers": {
+            "zitadel": zitadel,
+            "inline": {"issuer": INLINE_ISSUER, "jwks": mint::jwks(&[inline])}
+        },
+        "default": "authenticated"
+    })
+}
+
+fn start(idp: &RunningIdp, inline: &SigningKey, remote: Value, provider: Value) -> Envoy {
+    Envoy::start_with(
+        EnvoyOptions::new(&config(idp, inline, remote, provider))
+            .cluster("idp", idp.port())
+            .concurrency(2),
+    )
+}
+
+fn inline_token(key: &SigningKey) -> String {
+    key.sign(&claims(INLINE_ISSUER, &[], json!({"jti": random_id()})))
+}
+
+/// A new id on every call: tokens are never cache hits, kids never known.
+fn random_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        tokengate_testkit::now(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A token of the remote provider's issuer signed by a key it never published: every such
+/// `kid` asks for a refetch.
+fn unknown_kid_token(idp: &RunningIdp) -> String {
+    let stranger = SigningKey::es256(&format!("unknown-{}", random_id()));
+    stranger.sign(&claims(idp.issuer(), &[], json!({})))
+}
+
+/// Lets every VM load what was published (their ticks are at most a second apart) and the
+/// allocator settle, then reads Envoy's resident memory.
+fn settled_rss_kib(envoy: &Envoy) -> u64 {
+    std::thread::sleep(Duration::from_millis(2500));
+    envoy.rss_kib()
+}
+
+/// Sends inline-provider requests from another thread until the returned guard is dropped,
+/// counting the ones that did not pass.
+struct InlineTraffic<'a> {
+    stop: &'a AtomicBool,
+    sent: &'a AtomicU64,
+    failed: &'a AtomicU64,
+}
+
+impl InlineTraffic<'_> {
+    fn run(&self, envoy: &Envoy, key: &SigningKey) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let r = envoy.get_with_token("/", &inline_token(key));
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            if r.status != 200 {
+                eprintln!("inline provider answered {}: {}", r.status, r.body);
+                self.failed.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Stops the inline traffic when dropped, also when an assertion fails in the body.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs `body` while a thread keeps asking with inline-provider tokens; every one must pass.
+fn with_inline_traffic(envoy: &Envoy, key: &SigningKey, body: impl FnOnce()) {
+    let (stop, sent, failed) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
+    let traffic = InlineTraffic {
+        stop: &stop,
+        sent: &sent,
+        failed: &failed,
+    };
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| traffic.run(envoy, key));
+        body();
+    });
+    assert!(sent.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "the inline provider failed {} of {} requests",
+        failed.load(Ordering::SeqCst),
+        sent.load(Ordering::SeqCst)
+    );
+}
+
+/// Starts an Envoy for `large` and one for `small` (the IdP's own keys only), waits until both
+/// verify a token, and returns Envoy's RSS growth in MiB from the large set.
+fn growth_over_baseline_mib(large: &Envoy, small: &Envoy) -> u64 {
+    let (large_kib, small_kib) = (settled_rss_kib(large), settled_rss_kib(small));
+    eprintln!(
+        "RSS: {} KiB with the large key set, {} KiB with the IdP's own keys",
+        large_kib, small_kib
+    );
+    large_kib.saturating_sub(small_kib) / 1024
+}
+
+fn warm_up(envoy: &Envoy, idp: &RunningIdp, inline: &SigningKey) {
+    expect::passed(&envoy.get_with_token("/", &idp::token(idp, "svc-reader")));
+    expect::passed(&envoy.get_with_token("/", &inline_token(inline)));
+}
+
+#[test]
+fn a_set_of_1800_keys_is_read_up_to_max_keys_and_costs_little_memory() {
+    let inline = SigningKey::es256("inline-1");
+    let (large_idp, small_idp) = (idp::start(), idp::start());
+    // Without kids, 1,800 minimal JWKs fit the default max_bytes (248 KiB).
+    large_idp.idp().publish_retired_es256(1800, false);
+    let small = start(&small_idp, &inline, json!({}), json!({}));
+    let large = start(&large_idp, &inline, json!({}), json!({}));
+    with_inline_traffic(&large, &inline, || {
+        warm_up(&large, &large_idp, &inline);
+        warm_up(&small, &small_idp, &inline);
+        let growth = growth_over_baseline_mib(&large, &small);
+        assert!(
+            growth < MAX_GROWTH_MIB,
+            "Envoy grew by {} MiB for a set of 1,800 keys",
+            growth
+        );
+    });
+    // The IdP's own key comes first; the 1,701 JWKs after the first 100 are not read.
+    assert_eq!(
+        large.counter("wasmcustom.tokengate.jwks.zitadel.keys_over_max"),
+        1701
+    );
+    assert!(large.log().contains("not read (max_keys)"));
+    let memory = large.stat("wasmcustom.tokengate.jwks.zitadel.key_memory_bytes");
+    assert!(
+        memory > 0 && memory < 3 * 1024 * 1024,
+        "key memory of 100 keys in three VMs: {} bytes",
+        memory
+    );
+}
+
+#[test]
+fn ten_thousand_keys_with_raised_bounds_stay_bounded_and_a_refetch_never_stalls() {
+    let inline = SigningKey::es256("inline-1");
+    let (large_idp, small_idp) = (idp::start(), idp::start());
+    large_idp.idp().publish_retired_es256(10_000, true);
+    let raised = json!({
+        "max_bytes": 4 * 1024 * 1024,
+        "timeout_ms": 2000,
+        "unknown_kid_refetch_seconds": 1
+    });
+    let all_keys = json!({"max_keys": 20_000});
+    let small = start(&small_idp, &inline, raised.clone(), all_keys.clone());
+    let large = start(&large_idp, &inline, raised, all_keys);
+    with_inline_traffic(&large, &inline, || {
+        warm_up(&large, &large_idp, &inline);
+        warm_up(&small, &small_idp, &inline);
+        let growth = growth_over_baseline_mib(&large, &small);
+        assert!(
+            growth < MAX_GROWTH_MIB,
+            "Envoy grew by {} MiB for a set of 10,000 keys",
+            growth
+        );
+        // Unknown kids ask for refetches of the same 2 MB body: none may hold requests up
+        // for longer than the callout timeout.
+        let fetches = large_idp.idp().hits(Endpoint::Keys);
+        let started = Instant::now();
+        let mut slowest = Duration::ZERO;
+        while started.elapsed() < Duration::from_secs(6) {
+            for token in [
+                unknown_kid_token(&large_idp),
+                idp::token(&large_idp, "svc-reader"),
+            ] {
+                let sent = Instant::now();
+                let r = large.get_with_token("/", &token);
+                slowest = slowest.max(sent.elapsed());
+                assert!(
+                    r.status == 200 || r.status == 401,
+                    "{}: {}",
+                    r.status,
+                    r.body
+                );
+            }
+        }
+        assert!(
+            large_idp.idp().hits(Endpoint::Keys) > fetches,
+            "an unknown kid refetched the set"
+        );
+        assert!(
+            slowest < Duration::from_secs(2),
+            "a request took {:?} (callout timeout 2 s)",
+            slowest
+        );
+    });
+    assert_eq!(
+        large.counter("wasmcustom.tokengate.jwks.zitadel.keys_over_max"),
+        0
+    );
+    assert!(large.log().contains("fetched 10001 key(s)"));
+}
+
+#[test]
+fn a_set_past_its_memory_bound_is_refused_and_the_previous_keys_stay() {
+    let inline = SigningKey::es256("inline-1");
+    let idp = idp::start();
+    let envoy = start(
+        &idp,
+        &inline,
+        json!({"max_bytes": 4 * 1024 * 1024}),
+        json!({"max_keys": 10_000, "max_key_memory_bytes": 262_144}),
+    );
+    warm_up(&envoy, &idp, &inline);
+    idp.idp().publish_retired_es256(3000, true);
+    with_inline_traffic(&envoy, &inline, || {
+        // An unknown kid fetches the grown set, which is refused whole.
+        let r = envoy.get_with_token("/", &unknown_kid_token(&idp));
+        expect::invalid_token(&r, "no signing key has kid");
+        assert_eq!(
+            envoy.counter("wasmcustom.tokengate.jwks.zitadel.fetch_failure.oversized"),
+            1
+        );
+        for _ in 0..20 {
+            expect::passed(&envoy.get_with_token("/", &idp::token(&idp, "svc-reader")));
+        }
+    });
+    assert!(envoy.log().contains("max_key_memory_bytes"));
+}
