@@ -10,7 +10,8 @@
 #   make demo    a scripted tour against it;  make token CLIENT=svc-reader;  make logs;  make down
 #   make image   the OCI image Istio pulls (target/oci);  make push REGISTRY=registry.example.com/team
 #   make fuzz    cargo fuzz on every target for FUZZ_SECONDS each (default 60)
-#   make bench   Envoy CPU per request: no filter, jwt_authn, tokengate (see BENCHMARKS.md)
+#   make bench   Envoy CPU per request: no filter, jwt_authn, tokengate; memory (see BENCHMARKS.md)
+#                BENCH_ARGS=--cache-memory-only: the token cache's byte gauge against RSS growth
 #   make profile stage timings of the request path in Node's V8 (no Envoy)
 
 SHELL := /bin/bash

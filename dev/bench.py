@@ -14,7 +14,12 @@ load one sidecar puts on the identity provider (key fetches, introspection calls
 bounded window. The results replace the generated part of BENCHMARKS.md (between its markers)
 and benchmarks-cpu.svg.
 
+After those, the cache memory run: distinct tokens of three shapes through one worker, Envoy's
+RSS growth against the growth of the verified-token cache's byte gauge (`--cache-memory-only`
+runs just that and prints the table).
+
     bench.py [--rounds 3] [--seconds 10] [--out BENCHMARKS.md] [--skip-rss] [--skip-scale]
+             [--skip-cache-memory] [--cache-memory-only]
 """
 
 import argparse
@@ -265,6 +270,106 @@ def rss_under_distinct_tokens(idp_port):
         proc.wait(timeout=10)
 
 
+CACHE_TOKENS = 25000  # per kind, in the token files benchgen writes
+CACHE_WARMUP = 5000  # of those, sent before the first reading
+CACHE_KINDS = (("small", "small tokens (8 claims, one `aud`)"),
+               ("aud", "`aud`-heavy tokens (50 `aud` entries)"),
+               ("roles", "ZITADEL roles-heavy tokens (20 roles, each in 2 organisations)"))
+CACHE_PROJECT = "283480000000000001"  # benchgen's CACHE_PROJECT
+
+
+def send_each_once(port, tokens, connections=4):
+    """Each token in one request over keep-alive connections from `connections` threads;
+    returns how many were not answered 200."""
+    import http.client
+    import threading
+    bad = [0]
+    lock = threading.Lock()
+
+    def run(part):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        failed = 0
+        for token in part:
+            conn.request("GET", "/", headers={"Authorization": "Bearer " + token})
+            response = conn.getresponse()
+            response.read()
+            failed += response.status != 200
+        conn.close()
+        with lock:
+            bad[0] += failed
+
+    threads = [threading.Thread(target=run, args=(tokens[i::connections],)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return bad[0]
+
+
+def stat(proc, name):
+    text = urllib.request.urlopen(admin_url(proc), timeout=5).read().decode()
+    return int(next((l.split(": ")[1] for l in text.splitlines() if l.startswith(name + ": ")), "0"))
+
+
+def settled_cache_stats(proc, entries_wanted):
+    """The jwt cache gauges once every worker has reported its cache (on its tick, each
+    second), and Envoy's RSS then."""
+    deadline = time.time() + 15
+    while True:
+        entries = stat(proc, "wasmcustom.tokengate.jwt_cache.entries")
+        if entries >= entries_wanted or time.time() > deadline:
+            break
+        time.sleep(0.25)
+    time.sleep(1.5)  # one more tick each: the gauges and RSS settle
+    return (stat(proc, "wasmcustom.tokengate.jwt_cache.entries"), stat(proc, "wasmcustom.tokengate.jwt_cache.bytes"),
+            rss_kib(proc.pid))
+
+
+def cache_memory():
+    """Envoy's RSS growth against the growth of the jwt cache's byte gauge, for distinct
+    tokens of each kind through one worker: CACHE_WARMUP tokens first (allocator and first-use
+    effects, Wasm memory's first pages), then the rest, all cached (the cache's bounds are
+    raised well above them)."""
+    if not all(os.path.exists(os.path.join(WORK, "cache-%s.txt" % kind)) and
+               sum(1 for _ in open(os.path.join(WORK, "cache-%s.txt" % kind))) == CACHE_TOKENS for kind, _ in CACHE_KINDS):
+        subprocess.run([os.path.join(TARGET, "release", "benchgen"), "cache-memory", WORK, str(CACHE_TOKENS)], check=True)
+    config = {"providers": {"bench": {"issuer": ISSUER, "audiences": ["bench"], "zitadel": {"project_id": CACHE_PROJECT},
+                                      "jwks": json.loads(read("cache-jwks.json"))}},
+              "forward": {"claims": [{"claim": "sub", "header": "x-sub"}]},
+              "token_cache": {"max_entries": 1000000, "max_bytes": 1 << 30, "ttl_seconds": 3600},
+              "default": "authenticated"}
+    results = []
+    for kind, title in CACHE_KINDS:
+        tokens = open(os.path.join(WORK, "cache-%s.txt" % kind)).read().split()
+        row = Row("cache-" + kind, title, [tokengate_filter(config)], None, 200)
+        proc, port = start_envoy(row, None)
+        try:
+            bad = send_each_once(port, tokens[:CACHE_WARMUP])
+            before = settled_cache_stats(proc, CACHE_WARMUP)
+            bad += send_each_once(port, tokens[CACHE_WARMUP:])
+            after = settled_cache_stats(proc, len(tokens))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+        if bad:
+            sys.exit("cache memory, %s: %d tokens not answered 200" % (kind, bad))
+        entries, accounted, rss = (a - b for a, b in zip(after, before))
+        result = {"kind": kind, "title": title, "entries": entries, "accounted": accounted, "rss": rss * 1024,
+                  "token_bytes": sum(map(len, tokens)) // len(tokens), "ratio": rss * 1024 / accounted if accounted > 0 else 0}
+        print("cache memory  %-6s %6d entries  gauge %+6.1f MiB  RSS %+6.1f MiB  RSS/gauge %.2f" % (
+            kind, entries, accounted / 2**20, rss / 1024, result["ratio"]), flush=True)
+        results.append(result)
+    return results
+
+
+def cache_memory_lines(results):
+    lines = ["| tokens | token bytes | entries | gauge growth MiB | RSS growth MiB | RSS growth / gauge growth |", "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append("| %s | %d | %d | %.1f | %.1f | %.2f |" % (
+            r["title"], r["token_bytes"], r["entries"], r["accounted"] / 2**20, r["rss"] / 2**20, r["ratio"]))
+    return lines
+
+
 _ADMIN = {}
 
 
@@ -391,6 +496,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--skip-cache-memory", action="store_true")
+    ap.add_argument("--cache-memory-only", action="store_true",
+                    help="only the cache memory run (RSS growth against the jwt_cache.bytes gauge); prints, writes nothing")
     ap.add_argument("--rows", help="comma-separated row keys to run (the no-filter row always runs), e.g. tg_hit,native_rs_cache")
     ap.add_argument("--wasm", help="another build of the module to measure (for experiments)")
     ap.add_argument("--variants", help="comma-separated module builds, each measured as an extra cache-hit row, interleaved with the others (for experiments)")
@@ -398,10 +506,13 @@ def main():
     if args.wasm:
         global WASM
         WASM = os.path.abspath(args.wasm)
+    os.makedirs(WORK, exist_ok=True)
+    if args.cache_memory_only:
+        print("\n".join(cache_memory_lines(cache_memory())))
+        return
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit("%s is missing (make bench installs it)" % tool)
-    os.makedirs(WORK, exist_ok=True)
     if not os.path.exists(os.path.join(WORK, "es256.txt")) or sum(1 for _ in open(os.path.join(WORK, "es256.txt"))) != ES256_TOKENS:
         subprocess.run([os.path.join(TARGET, "release", "benchgen"), WORK, str(RS256_TOKENS), str(ES256_TOKENS)], check=True)
     idp, idp_port = start_idp()
@@ -449,6 +560,7 @@ def main():
         idp.terminate()
         idp.wait(timeout=10)
     scale = None if args.skip_scale or args.rows or args.wasm or args.variants else idp_load_of_one_sidecar()
+    cache = None if args.skip_cache_memory or args.rows or args.wasm or args.variants else cache_memory()
     figures = {}
     for row in rows:
         med = lambda k: statistics.median(s[k] for s in row.samples)
@@ -470,7 +582,7 @@ def main():
     table = "\n".join(lines)
     print()
     print(table)
-    report = {"figures": figures, "module_bytes": os.path.getsize(WASM), "rss": rss, "scale": scale,
+    report = {"figures": figures, "module_bytes": os.path.getsize(WASM), "rss": rss, "scale": scale, "cache_memory": cache,
               "machine": machine(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "command": "make bench" + (" BENCH_ARGS='%s'" % " ".join(sys.argv[1:]) if sys.argv[1:] else "")}
     print("module: %d bytes" % report["module_bytes"])
@@ -539,6 +651,10 @@ def generated_section(rows, figures, table, report, args):
             ([("%.2f MiB over the 64 MiB bar" % (over - 64))] if over > 64 else []) + (["not flat"] if growth > 4 else []))
         out.append("| peak RSS with %d distinct tokens at most 64 MiB over no filter, flat once caches fill | peak %.1f MiB vs %.1f MiB: %+.2f MiB; growth over the second half of the run %+.1f MiB | %s |" % (
             ES256_TOKENS, hwm / 1024, none_hwm / 1024, over, growth, verdict))
+    for r in report.get("cache_memory") or []:
+        out.append("| jwt cache byte gauge within 15 %% of Envoy's RSS growth, %s | %.1f MiB gauge, %.1f MiB RSS for %d entries: %.2f | %s |" % (
+            r["title"], r["accounted"] / 2**20, r["rss"] / 2**20, r["entries"], r["ratio"],
+            "met" if 0.85 <= r["ratio"] <= 1.15 else "not met"))
     size = report["module_bytes"]
     out.append("| module size at most 1 MiB (1,048,576 bytes) | %d bytes | %s |" % (size, "met" if size <= 1 << 20 else "not met: %d bytes over" % (size - (1 << 20))))
     if report["rss"]:
@@ -548,6 +664,11 @@ def generated_section(rows, figures, table, report, args):
             shown.append(samples[-1])
         out += ["", "RSS of the tokengate Envoy fed %d distinct ES256 tokens, %.1f MiB before the first request (requests served: MiB): %s." % (
             ES256_TOKENS, baseline / 1024, ", ".join("%d: %.1f" % (n, r / 1024) for n, r in shown))]
+    if report.get("cache_memory"):
+        out += ["", "### The token cache's byte count against resident memory (measured)", "",
+                "One worker; %d distinct valid ES256 tokens of each kind, all cached, %d of them before the first reading: "
+                "growth of Envoy's VmRSS against growth of the `tokengate.jwt_cache.bytes` gauge between the readings." % (
+                    CACHE_TOKENS, CACHE_WARMUP), ""] + cache_memory_lines(report["cache_memory"])
     scale = report["scale"]
     if scale:
         out += ["", "### One sidecar's load on the IdP (measured)", "",

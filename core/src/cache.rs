@@ -9,7 +9,12 @@
 //! (the tail is the signature) or SHA-256 digests (introspection), so nobody can make two keys
 //! share a tail without the signing key. And two keys that do share a digest only take each
 //! other's place (one entry per digest, compared in full): never a chain to walk.
+//!
+//! The byte count is what the cache holds on the heap (see [`crate::heap`]): each entry's key,
+//! its value's `Rc` block and what the value owns (the caller says), and the map's table and
+//! the insertion queue, which grow with the entries and are kept when entries go.
 
+use crate::heap;
 use crate::scan;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -25,9 +30,6 @@ pub struct CacheLimits {
 
 /// How many bytes at the end of a key the digest covers, with the key's length.
 pub const DIGEST_TAIL: usize = 48;
-
-/// Bookkeeping cost of one entry beyond its key and value, for the byte bound.
-const ENTRY_OVERHEAD: usize = 96;
 
 struct Slot<V> {
     key: Box<str>,
@@ -64,7 +66,11 @@ pub struct BoundedCache<V> {
     order: VecDeque<(u64, u64)>,
     keyed: RandomState,
     limits: CacheLimits,
+    /// Bytes of the live entries.
     bytes: usize,
+    /// The map's capacity when its table was last allocated: `capacity()` falls below it as
+    /// removals leave tombstones, the table stays.
+    table_capacity: usize,
     next_seq: u64,
 }
 
@@ -76,6 +82,7 @@ impl<V> BoundedCache<V> {
             keyed: RandomState::new(),
             limits,
             bytes: 0,
+            table_capacity: 0,
             next_seq: 0,
         }
     }
@@ -88,9 +95,27 @@ impl<V> BoundedCache<V> {
         self.map.is_empty()
     }
 
-    /// Bytes accounted to the live entries.
+    /// Bytes the cache holds: its entries, the map's table and the insertion queue.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.structure_bytes()
+    }
+
+    /// Bytes one entry holds: its key, its value's `Rc` block and `value_bytes`.
+    pub fn entry_bytes(key: &str, value_bytes: usize) -> usize {
+        heap::alloc(key.len()) + heap::rc::<V>() + value_bytes
+    }
+
+    /// The map's table (a slot and a control byte per bucket; 8 buckets per 7 of capacity,
+    /// a power of two) and the queue's buffer.
+    pub(crate) fn structure_bytes(&self) -> usize {
+        let buckets = match self.table_capacity {
+            0 => 0,
+            c if c < 8 => c + 1,
+            c => c / 7 * 8,
+        };
+        let slot = std::mem::size_of::<(u64, Slot<V>)>();
+        let table = heap::alloc(buckets * (slot + 1) + 16);
+        table + heap::buffer::<(u64, u64)>(self.order.capacity())
     }
 
     fn digest(&self, key: &str) -> u64 {
@@ -133,11 +158,12 @@ impl<V> BoundedCache<V> {
         }
     }
 
-    /// Stores `value` until `expires_at`; `value_bytes` is its approximate heap size.
-    /// Entries too large for the byte bound are not stored. Returns the value either way.
+    /// Stores `value` until `expires_at`; `value_bytes` is what it owns on the heap
+    /// ([`crate::heap`]). Entries too large for the byte bound are not stored. Returns the
+    /// value either way.
     pub fn insert(&mut self, key: &str, value: V, value_bytes: usize, expires_at: u64) -> Rc<V> {
         let value = Rc::new(value);
-        let size = key.len() + value_bytes + ENTRY_OVERHEAD;
+        let size = Self::entry_bytes(key, value_bytes);
         if self.limits.max_entries == 0 || size > self.limits.max_bytes {
             return value;
         }
@@ -145,7 +171,8 @@ impl<V> BoundedCache<V> {
         // token with the same digest: either way the new entry takes the place.
         let digest = self.digest(key);
         self.remove_digest(digest);
-        while self.map.len() >= self.limits.max_entries || self.bytes + size > self.limits.max_bytes
+        while self.map.len() >= self.limits.max_entries
+            || self.bytes() + size > self.limits.max_bytes
         {
             if !self.evict_oldest() {
                 break;
@@ -165,11 +192,18 @@ impl<V> BoundedCache<V> {
                 seq,
             },
         );
+        self.table_capacity = self.table_capacity.max(self.map.capacity());
         // Replaced and expired keys leave stale queue entries behind; keep the queue bounded.
         if self.order.len() > 2 * self.limits.max_entries + 16 {
             let map = &self.map;
             self.order
                 .retain(|(d, seq)| map.get(d).is_some_and(|slot| slot.seq == *seq));
+        }
+        // The table or the queue may have grown: make room again, sparing the new entry.
+        while self.bytes() > self.limits.max_bytes && self.map.len() > 1 {
+            if !self.evict_oldest() {
+                break;
+            }
         }
         value
     }
@@ -203,7 +237,7 @@ mod tests {
         assert_eq!(c.get("a", 99).as_deref(), Some(&1));
         assert_eq!(c.get("a", 100), None);
         assert!(c.is_empty());
-        assert_eq!(c.bytes(), 0);
+        assert_eq!(c.bytes(), c.structure_bytes(), "the entry's bytes are gone");
     }
 
     #[test]
@@ -219,14 +253,55 @@ mod tests {
 
     #[test]
     fn byte_bound_evicts_until_it_fits() {
-        let entry = 1 + 100 + ENTRY_OVERHEAD;
-        let mut c = cache(100, entry * 3);
+        let entry = BoundedCache::<u32>::entry_bytes("a", 1000);
+        let mut c = cache(100, entry * 3 + 1000);
         for k in ["a", "b", "c", "d", "e"] {
-            c.insert(k, 0, 100, 100);
+            c.insert(k, 0, 1000, 100);
         }
         assert_eq!(c.len(), 3);
-        assert!(c.bytes() <= entry * 3);
+        assert!(c.bytes() <= entry * 3 + 1000);
         assert!(c.get("e", 0).is_some());
+    }
+
+    #[test]
+    fn an_entry_counts_its_key_its_rc_block_and_its_value() {
+        assert_eq!(
+            BoundedCache::<u32>::entry_bytes(&"k".repeat(300), 50),
+            heap::alloc(300) + heap::rc::<u32>() + 50
+        );
+    }
+
+    #[test]
+    fn the_table_and_the_queue_count_and_stay_when_the_entries_go() {
+        let mut c = cache(1000, 1 << 20);
+        let empty = c.bytes();
+        let keys: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        for k in &keys {
+            c.insert(k, 0, 0, 100);
+        }
+        let slot = std::mem::size_of::<(u64, Slot<u32>)>();
+        assert!(c.structure_bytes() >= 100 * (slot + 1) + 100 * 16);
+        for k in &keys {
+            c.remove(k);
+        }
+        assert!(c.is_empty());
+        assert!(c.bytes() > empty);
+        assert_eq!(c.bytes(), c.structure_bytes());
+    }
+
+    #[test]
+    fn the_byte_bound_holds_when_the_table_grows() {
+        // Entries of a few hundred bytes, as tokens are: the table and the queue take their
+        // share of the bound.
+        let entry = BoundedCache::<u32>::entry_bytes("0000", 400);
+        let max_bytes = 64 * entry;
+        let mut c = cache(10_000, max_bytes);
+        for i in 0..1000 {
+            c.insert(&format!("{:04}", i), 0, 400, 100);
+            assert!(c.bytes() <= max_bytes, "{} > {}", c.bytes(), max_bytes);
+        }
+        assert!(c.len() > 32, "{} entries", c.len());
+        assert!(c.len() < 64, "the table and the queue are counted");
     }
 
     #[test]
@@ -246,7 +321,10 @@ mod tests {
             c.insert("same", i, 10, 100);
         }
         assert_eq!(c.len(), 1);
-        assert_eq!(c.bytes(), 4 + 10 + ENTRY_OVERHEAD);
+        assert_eq!(
+            c.bytes(),
+            BoundedCache::<u32>::entry_bytes("same", 10) + c.structure_bytes()
+        );
         assert!(c.order.len() <= 2 * 2 + 16 + 1);
         c.insert("other", 1, 10, 100);
         c.insert("third", 1, 10, 100);
@@ -280,6 +358,9 @@ mod tests {
         assert_eq!(c.get(&a, 0), None);
         assert_eq!(c.get(&b, 0).as_deref(), Some(&2));
         assert_eq!(c.len(), 1);
-        assert_eq!(c.bytes(), b.len() + ENTRY_OVERHEAD);
+        assert_eq!(
+            c.bytes(),
+            BoundedCache::<u32>::entry_bytes(&b, 0) + c.structure_bytes()
+        );
     }
 }

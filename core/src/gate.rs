@@ -7,6 +7,7 @@ use crate::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
 use crate::edge;
 use crate::extract::{self, Extraction, TokenSource};
 use crate::headers::HeaderMap;
+use crate::heap;
 use crate::introspection::{token_key, Introspected, IntrospectionError};
 use crate::jwks::KeySet;
 use crate::jwt;
@@ -50,6 +51,16 @@ pub struct VerifiedToken {
     pub aud: Vec<String>,
     pub claims: Map<String, Value>,
     pub principal: Principal,
+}
+
+impl VerifiedToken {
+    /// What the token owns on the heap ([`crate::heap`]), for the caches' byte bounds.
+    pub fn heap_size(&self) -> usize {
+        self.kid.as_ref().map_or(0, heap::string)
+            + heap::strings(&self.aud)
+            + heap::map(&self.claims)
+            + self.principal.heap_size()
+    }
 }
 
 /// What one VM knows about a remote provider's keys; the host refreshes it on every tick
@@ -137,6 +148,18 @@ pub enum IntrospectionEntry {
     Failed(IntrospectionError),
 }
 
+impl IntrospectionEntry {
+    /// What the entry owns on the heap ([`crate::heap`]): an active answer's token is in an
+    /// `Rc` block of its own.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            IntrospectionEntry::Active(token) => heap::rc::<VerifiedToken>() + token.heap_size(),
+            IntrospectionEntry::Inactive => 0,
+            IntrospectionEntry::Failed(e) => e.heap_size(),
+        }
+    }
+}
+
 /// The engine's answer: a decision now, or wait for keys.
 #[derive(Debug, Clone)]
 pub enum Verdict {
@@ -221,15 +244,14 @@ impl Gate {
         // it: an entry stored already expired would leave them without an answer and make the
         // next request call again (a callout per request).
         let negative_until = now + settings.negative_ttl_s.max(1);
-        let (entry, size, expires_at) = match answer {
-            Ok(Introspected::Inactive) => (IntrospectionEntry::Inactive, 0, negative_until),
+        let (entry, expires_at) = match answer {
+            Ok(Introspected::Inactive) => (IntrospectionEntry::Inactive, negative_until),
             Err(e) => (
                 IntrospectionEntry::Failed(e),
-                64,
                 now + INTROSPECTION_FAILURE_TTL_S,
             ),
             Ok(Introspected::Active(members)) => match verified_from_answer(provider, p, members) {
-                Ok((mut token, size)) => {
+                Ok(mut token) => {
                     self.settings.keep_used_claims(&mut token.claims);
                     // The same time rules as a JWT: usable until `exp` plus the clock skew. An
                     // answer already past that is kept as long as an inactive one, and
@@ -243,13 +265,14 @@ impl Gate {
                     } else {
                         negative_until
                     };
-                    (IntrospectionEntry::Active(Rc::new(token)), size, expires_at)
+                    (IntrospectionEntry::Active(Rc::new(token)), expires_at)
                 }
                 // A well-formed answer whose claims are unusable (another issuer, claims of
                 // the wrong type) says the same when asked again at once.
-                Err(e) => (IntrospectionEntry::Failed(e), 64, negative_until),
+                Err(e) => (IntrospectionEntry::Failed(e), negative_until),
             },
         };
+        let size = entry.heap_size();
         cache.insert(key, entry, size, expires_at);
     }
 
@@ -700,7 +723,6 @@ fn authenticate(
         let principal = Principal::from_claims(&jwt.claims.all, &provider.claims);
         let mut claims = jwt.claims.all;
         settings.keep_used_claims(&mut claims);
-        let size = 2 * jwt.payload_len + principal.heap_size();
         let ttl_end = now.saturating_add(settings.token_cache.ttl_seconds);
         let expires_at = match jwt.claims.exp {
             Some(exp) => ttl_end.min(exp.saturating_add(provider.clock_skew).saturating_add(1)),
@@ -715,6 +737,7 @@ fn authenticate(
             claims,
             principal,
         };
+        let size = verified.heap_size();
         let verified = cache.insert(token, verified, size, expires_at);
         return also_introspect(
             settings,
@@ -827,11 +850,7 @@ fn verified_from_answer(
     index: usize,
     provider: &crate::settings::Provider,
     members: Map<String, Value>,
-) -> Result<(VerifiedToken, usize), IntrospectionError> {
-    let size = members
-        .iter()
-        .map(|(k, v)| k.len() + v.to_string().len() + 16)
-        .sum::<usize>();
+) -> Result<VerifiedToken, IntrospectionError> {
     let claims =
         jwt::typed_claims(members).map_err(|m| IntrospectionError::Malformed(m.to_string()))?;
     if let (Some(expected), Some(found)) = (&provider.issuer, &claims.iss) {
@@ -844,19 +863,15 @@ fn verified_from_answer(
         }
     }
     let principal = Principal::from_claims(&claims.all, &provider.claims);
-    let size = 2 * size + principal.heap_size();
-    Ok((
-        VerifiedToken {
-            provider: index,
-            kid: None,
-            exp: claims.exp,
-            nbf: claims.nbf,
-            aud: claims.aud,
-            claims: claims.all,
-            principal,
-        },
-        size,
-    ))
+    Ok(VerifiedToken {
+        provider: index,
+        kid: None,
+        exp: claims.exp,
+        nbf: claims.nbf,
+        aud: claims.aud,
+        claims: claims.all,
+        principal,
+    })
 }
 
 fn remote_of(provider: &crate::settings::Provider) -> Option<&crate::remote::RemoteJwks> {
@@ -1037,23 +1052,125 @@ fn header_value(value: &Value) -> Option<String> {
 mod tests {
     use super::*;
 
+    const HS256_SECRET: &[u8] = b"a test secret of thirty-two bytes";
+
     /// A gate with one provider holding an inline HS256 key, and a token it accepts.
     fn hs256_gate_and_token() -> (Gate, String) {
-        let secret = b"a test secret of thirty-two bytes";
+        let token =
+            hs256_token(r#"{"iss":"https://issuer.test","aud":"api","sub":"u1","exp":4000000000}"#);
+        (hs256_gate(), token)
+    }
+
+    /// A gate with one provider holding an inline HS256 key (audience `api`).
+    fn hs256_gate() -> Gate {
         let config = format!(
             r#"{{"providers": {{"p": {{"issuer": "https://issuer.test", "audiences": ["api"],
                 "jwks": {{"keys": [{{"kty": "oct", "kid": "k1", "alg": "HS256", "k": "{}"}}]}}}}}},
               "default": "authenticated"}}"#,
-            crate::b64::encode(secret)
+            crate::b64::encode(HS256_SECRET)
         );
         let (settings, _) = crate::settings::compile_str(&config).unwrap();
+        Gate::new(settings)
+    }
+
+    /// A token of `payload` signed with the key of [`hs256_gate`].
+    fn hs256_token(payload: &str) -> String {
         let header = crate::b64::encode(br#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#);
-        let payload = crate::b64::encode(
-            br#"{"iss":"https://issuer.test","aud":"api","sub":"u1","exp":4000000000}"#,
+        let input = format!("{}.{}", header, crate::b64::encode(payload.as_bytes()));
+        let sig = crate::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), HS256_SECRET));
+        format!("{}.{}", input, sig)
+    }
+
+    /// Verifies `token` through the gate (it must be allowed) and returns what was cached.
+    fn cached(gate: &mut Gate, token: &str) -> Rc<VerifiedToken> {
+        let headers = opaque_request(token);
+        match gate.evaluate(&Request::new(&headers), 1_000_000_000, true) {
+            Verdict::Decided(d) => assert_eq!(d.outcome, Outcome::Allowed, "{}", d.detail),
+            Verdict::Wait(_) => panic!("inline keys never wait"),
+        }
+        gate.cache.get(token, 1_000_000).unwrap()
+    }
+
+    #[test]
+    fn the_token_cache_counts_what_each_entry_owns() {
+        let mut gate = hs256_gate();
+        let mut expected = 0;
+        for (i, aud_count) in [1, 50, 3].into_iter().enumerate() {
+            let aud: Vec<String> = std::iter::once("api".to_owned())
+                .chain((1..aud_count).map(|k| format!("2834800000000{:05}", k)))
+                .collect();
+            let payload = serde_json::json!({"iss": "https://issuer.test", "aud": aud,
+                "sub": format!("u{}", i), "exp": 4_000_000_000u64, "scope": "a b"});
+            let token = hs256_token(&payload.to_string());
+            let verified = cached(&mut gate, &token);
+            assert_eq!(verified.aud.len(), aud_count);
+            expected += BoundedCache::<VerifiedToken>::entry_bytes(&token, verified.heap_size());
+            assert_eq!(
+                gate.cache.bytes(),
+                expected + gate.cache.structure_bytes(),
+                "the key, the Rc block, the value's heap, the table and the queue"
+            );
+            assert_eq!(gate.cache_sizes().1, gate.cache.bytes());
+        }
+    }
+
+    #[test]
+    fn a_verified_tokens_heap_grows_with_its_audiences() {
+        let mut gate = hs256_gate();
+        let token = |aud_count: usize| {
+            let aud: Vec<String> = std::iter::once("api".to_owned())
+                .chain((1..aud_count).map(|k| format!("2834800000000{:05}", k)))
+                .collect();
+            hs256_token(
+                &serde_json::json!({"iss": "https://issuer.test", "aud": aud, "sub": "u",
+                    "exp": 4_000_000_000u64})
+                .to_string(),
+            )
+        };
+        let one = cached(&mut gate, &token(1));
+        let fifty = cached(&mut gate, &token(50));
+        // Each of the 49 more audiences: its string and its place in the list (by capacity).
+        let audiences = 49 * heap::alloc("283480000000000001".len())
+            + heap::buffer::<String>(fifty.aud.capacity())
+            - heap::buffer::<String>(one.aud.capacity());
+        assert!(fifty.heap_size() >= one.heap_size() + audiences);
+        assert_eq!(
+            fifty.heap_size() - one.heap_size(),
+            heap::strings(&fifty.aud) - heap::strings(&one.aud)
         );
-        let input = format!("{}.{}", header, payload);
-        let sig = crate::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), secret));
-        (Gate::new(settings), format!("{}.{}", input, sig))
+        // The key too: the larger token, to within the allocator's rounding.
+        let (small, large) = (token(1), token(50));
+        assert!(
+            BoundedCache::<VerifiedToken>::entry_bytes(&large, fifty.heap_size()) + 15
+                >= BoundedCache::<VerifiedToken>::entry_bytes(&small, one.heap_size())
+                    + (large.len() - small.len())
+                    + audiences
+        );
+    }
+
+    #[test]
+    fn an_introspection_answer_is_counted_with_its_token_block() {
+        let mut gate = introspecting_gate();
+        let headers = opaque_request("opaque-token-bytes");
+        let now_ms = 1_000_000_000;
+        let key = awaited_key(&mut gate, &headers, now_ms);
+        gate.record_introspection(0, &key, Ok(answer_with_exp(2_000_000)), now_ms);
+        let Some(Some(cache)) = gate.introspected.get_mut(0) else {
+            panic!("no introspection cache")
+        };
+        let entry = cache.get(&key, 1_000_000).unwrap();
+        let IntrospectionEntry::Active(token) = &*entry else {
+            panic!("not active")
+        };
+        assert_eq!(
+            entry.heap_size(),
+            heap::rc::<VerifiedToken>() + token.heap_size()
+        );
+        assert_eq!(
+            cache.bytes(),
+            BoundedCache::<IntrospectionEntry>::entry_bytes(&key, entry.heap_size())
+                + cache.structure_bytes()
+        );
     }
 
     #[test]

@@ -242,6 +242,19 @@ pub enum IntrospectionError {
 }
 
 impl IntrospectionError {
+    /// What the error owns on the heap ([`crate::heap`]), for the cache's byte bound.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            IntrospectionError::Malformed(text) | IntrospectionError::NotSent(text) => {
+                crate::heap::string(text)
+            }
+            IntrospectionError::Unreachable
+            | IntrospectionError::ClientRejected { .. }
+            | IntrospectionError::Status(_)
+            | IntrospectionError::TooLarge { .. } => 0,
+        }
+    }
+
     pub const CAUSES: [&'static str; 6] = [
         "unreachable",
         "client_rejected",

@@ -104,8 +104,6 @@ pub struct Jwt<'t> {
     /// The header's `typ` (RFC 7515 4.1.9), when present.
     pub typ: Option<String>,
     pub claims: Claims,
-    /// Size of the decoded payload, for cache accounting.
-    pub payload_len: usize,
 }
 
 /// Whether a token looks like a JWT (three dot-separated parts) rather than an opaque token.
@@ -132,7 +130,6 @@ pub fn parse(token: &str) -> Result<Jwt<'_>, Malformed> {
     let payload =
         json::object_from_slice_strict(&payload_bytes).map_err(Malformed::PayloadNotJson)?;
     let claims = typed_claims(payload)?;
-    let payload_len = payload_bytes.len();
 
     let signature = b64::decode(signature_b64).map_err(|_| Malformed::SignatureNotBase64)?;
     // Three parts, so the last dot ends the signing input.
@@ -144,7 +141,6 @@ pub fn parse(token: &str) -> Result<Jwt<'_>, Malformed> {
         kid,
         typ,
         claims,
-        payload_len,
     })
 }
 

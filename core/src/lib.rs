@@ -15,6 +15,7 @@ pub mod explain;
 pub mod extract;
 pub mod gate;
 pub mod headers;
+pub mod heap;
 pub mod introspection;
 pub mod json;
 pub mod jwks;

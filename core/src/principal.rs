@@ -8,6 +8,7 @@
 //! grants without a check), so trusting the flat claim would let that project's roles pass as
 //! ours. It is read only when a provider opts in.
 
+use crate::heap;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -259,16 +260,17 @@ impl Principal {
         self.roles.iter().map(|g| g.role.as_str())
     }
 
-    /// Approximate heap size, for the cache's byte bound.
+    /// What the principal owns on the heap ([`crate::heap`]), for the caches' byte bounds.
     pub fn heap_size(&self) -> usize {
-        let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
-        self.roles
-            .iter()
-            .map(|g| g.role.len() + 48 + strings(&g.orgs))
-            .sum::<usize>()
-            + strings(&self.permissions)
-            + strings(&self.scopes)
-            + 16 * self.misshapen.len()
+        heap::buffer::<Grant>(self.roles.capacity())
+            + self
+                .roles
+                .iter()
+                .map(|g| heap::string(&g.role) + heap::strings(&g.orgs))
+                .sum::<usize>()
+            + heap::strings(&self.permissions)
+            + heap::strings(&self.scopes)
+            + heap::buffer::<&'static str>(self.misshapen.capacity())
     }
 }
 
@@ -337,6 +339,34 @@ mod tests {
             },
             ..ClaimSources::default()
         }
+    }
+
+    #[test]
+    fn the_heap_size_counts_every_list_and_string_by_capacity() {
+        let claims = obj(json!({
+            "urn:zitadel:iam:org:project:283480000000000001:roles": {
+                "api.read": {"283400000000000001": "acme", "283400000000000002": "globex"},
+                "api.write": {"283400000000000001": "acme"}
+            },
+            "scope": "openid orders:read"
+        }));
+        let mut p = Principal::from_claims(&claims, &zitadel("283480000000000001", false));
+        let grants = heap::buffer::<Grant>(p.roles.capacity())
+            + p.roles
+                .iter()
+                .map(|g| heap::alloc(g.role.capacity()) + heap::strings(&g.orgs))
+                .sum::<usize>();
+        assert_eq!(p.roles.len(), 2);
+        let expected = grants + heap::strings(&p.permissions) + heap::strings(&p.scopes);
+        assert_eq!(p.heap_size(), expected);
+        assert!(expected >= 2 * heap::alloc(8) + 3 * heap::alloc(18) + 2 * heap::alloc(9));
+        p.scopes.reserve(100);
+        assert_eq!(
+            p.heap_size(),
+            grants + heap::strings(&p.permissions) + heap::strings(&p.scopes),
+            "by capacity"
+        );
+        assert!(p.heap_size() >= expected + 90 * std::mem::size_of::<String>());
     }
 
     #[test]
