@@ -16,10 +16,12 @@ and benchmarks-cpu.svg.
 
 After those, the cache memory run: distinct tokens of three shapes through one worker, Envoy's
 RSS growth against the growth of the verified-token cache's byte gauge (`--cache-memory-only`
-runs just that and prints the table).
+runs just that and prints the table). Then the key set run: how long each VM takes to read a
+remote set of 100 and of 1,000 P-256 keys, the key material it holds and the RSS the set costs
+(`--key-sets-only` runs just that).
 
     bench.py [--rounds 3] [--seconds 10] [--out BENCHMARKS.md] [--skip-rss] [--skip-scale]
-             [--skip-cache-memory] [--cache-memory-only]
+             [--skip-cache-memory] [--cache-memory-only] [--skip-key-sets] [--key-sets-only]
 """
 
 import argparse
@@ -27,6 +29,7 @@ import base64
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -196,14 +199,14 @@ class Row:
         self.samples = []
 
 
-def start_envoy(row, idp_port):
+def start_envoy(row, idp_port, log_level="warning"):
     port, admin = free_port(), free_port()
     path = os.path.join(WORK, "envoy-%s.json" % row.key)
     filters = row.filters(idp_port) if callable(row.filters) else row.filters
     json.dump(bootstrap(port, admin, filters, idp_port if row.idp else None), open(path, "w"))
     log = open(os.path.join(WORK, "envoy-%s.log" % row.key), "w")
     proc = subprocess.Popen(["taskset", "-c", "0", envoy_binary(), "-c", path, "--concurrency", str(row.workers),
-                             "--disable-hot-restart", "-l", "warning"], stdout=log, stderr=subprocess.STDOUT)
+                             "--disable-hot-restart", "-l", log_level], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -471,6 +474,67 @@ def idp_load_of_one_sidecar():
         idp.wait(timeout=10)
 
 
+KEY_SET_SIZES = (1, 100, 1000)  # 1: the IdP's own key only, the baseline for RSS
+KEY_SET_WORKERS = 2
+KEY_LOAD_LINE = re.compile(r"provider keys: (fetched|loaded) (\d+) (?:published )?key\(s\), version \d+, read in (\d+) us, (\d+) bytes")
+
+
+def key_set_load():
+    """What a remote key set of P-256 keys costs: an Envoy with KEY_SET_WORKERS workers fetches
+    it from the dev IdP (its own RSA key, then retired keys with kids); each VM (the main
+    thread's and the workers') logs how long it took to read the set and the key material it
+    holds. RSS is read once every VM has loaded the set, against the IdP's own key alone."""
+    results = []
+    idp, port = start_idp("idp-keys")
+    try:
+        jwt = idp_call(port, "POST", "/control/mint", {"client_id": "bench-jwt"})["access_token"]
+        issuer = "http://127.0.0.1:%d" % port
+        for size in KEY_SET_SIZES:
+            idp_call(port, "POST", "/control/keys/prune")
+            if size > 1:
+                idp_call(port, "POST", "/control/keys/retired?count=%d&kids=true" % (size - 1))
+            config = {"providers": {"keys": {"issuer": issuer, "zitadel": {"project_id": PROJECT},
+                                             "remote_jwks": {"cluster": "idp"}, "max_keys": max(size, 100)}},
+                      "default": "authenticated"}
+            row = Row("keys-%d" % size, "keys", lambda _: [tokengate_filter(config)], None, 200, idp=True, workers=KEY_SET_WORKERS)
+            proc, envoy_port = start_envoy(row, port, log_level="info")
+            try:
+                status = urllib.request.urlopen(urllib.request.Request(
+                    "http://127.0.0.1:%d/" % envoy_port, headers={"Authorization": "Bearer " + jwt}), timeout=10).status
+                if status != 200:
+                    sys.exit("key set of %d: the IdP's token got %d" % (size, status))
+                time.sleep(3)  # every VM loads the set on its next tick (at most a second)
+                rss = rss_kib(proc.pid)
+                memory = stat(proc, "wasmcustom.tokengate.jwks.keys.key_memory_bytes")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=10)
+            loads = [(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)))
+                     for m in KEY_LOAD_LINE.finditer(open(os.path.join(WORK, "envoy-%s.log" % row.key)).read())]
+            if not loads or any(n != size for _, n, _, _ in loads):
+                sys.exit("key set of %d: the VMs logged %r" % (size, loads))
+            result = {"keys": size, "vms": len(loads), "fetch_us": next(us for how, _, us, _ in loads if how == "fetched"),
+                      "load_us": statistics.median(us for _, _, us, _ in loads), "per_vm_bytes": loads[0][3],
+                      "gauge_bytes": memory, "rss_kib": rss}
+            print("key set %5d keys: %d VMs, read in %.1f ms (fetching VM), median %.1f ms per VM, %d bytes per VM, RSS %.1f MiB" % (
+                size, result["vms"], result["fetch_us"] / 1000, result["load_us"] / 1000, result["per_vm_bytes"], rss / 1024), flush=True)
+            results.append(result)
+    finally:
+        idp.terminate()
+        idp.wait(timeout=10)
+    return results
+
+
+def key_set_lines(results):
+    base = next(r["rss_kib"] for r in results if r["keys"] == 1)
+    lines = ["| P-256 keys in the set | VMs that read it | read time, fetching VM ms | read time per VM, median ms | key material per VM bytes | gauge (all VMs) bytes | RSS over the IdP's own key MiB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append("| %d | %d | %.1f | %.1f | %d | %d | %+.1f |" % (
+            r["keys"], r["vms"], r["fetch_us"] / 1000, r["load_us"] / 1000, r["per_vm_bytes"], r["gauge_bytes"], (r["rss_kib"] - base) / 1024))
+    return lines
+
+
 def svg_chart(rows, figures):
     width, bar_h, gap, left = 760, 22, 8, 330
     data = [(r.title, figures[r.key]["extra_us"]) for r in rows if r.key != "none"]
@@ -497,6 +561,8 @@ def main():
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-cache-memory", action="store_true")
+    ap.add_argument("--skip-key-sets", action="store_true")
+    ap.add_argument("--key-sets-only", action="store_true", help="only the key set run; prints its table")
     ap.add_argument("--cache-memory-only", action="store_true",
                     help="only the cache memory run (RSS growth against the jwt_cache.bytes gauge); prints, writes nothing")
     ap.add_argument("--rows", help="comma-separated row keys to run (the no-filter row always runs), e.g. tg_hit,native_rs_cache")
@@ -509,6 +575,9 @@ def main():
     os.makedirs(WORK, exist_ok=True)
     if args.cache_memory_only:
         print("\n".join(cache_memory_lines(cache_memory())))
+        return
+    if args.key_sets_only:
+        print("\n".join(key_set_lines(key_set_load())))
         return
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
@@ -561,6 +630,7 @@ def main():
         idp.wait(timeout=10)
     scale = None if args.skip_scale or args.rows or args.wasm or args.variants else idp_load_of_one_sidecar()
     cache = None if args.skip_cache_memory or args.rows or args.wasm or args.variants else cache_memory()
+    key_sets = None if args.skip_key_sets or args.rows or args.wasm or args.variants else key_set_load()
     figures = {}
     for row in rows:
         med = lambda k: statistics.median(s[k] for s in row.samples)
@@ -582,7 +652,7 @@ def main():
     table = "\n".join(lines)
     print()
     print(table)
-    report = {"figures": figures, "module_bytes": os.path.getsize(WASM), "rss": rss, "scale": scale, "cache_memory": cache,
+    report = {"figures": figures, "module_bytes": os.path.getsize(WASM), "rss": rss, "scale": scale, "cache_memory": cache, "key_sets": key_sets,
               "machine": machine(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "command": "make bench" + (" BENCH_ARGS='%s'" % " ".join(sys.argv[1:]) if sys.argv[1:] else "")}
     print("module: %d bytes" % report["module_bytes"])
@@ -669,6 +739,12 @@ def generated_section(rows, figures, table, report, args):
                 "One worker; %d distinct valid ES256 tokens of each kind, all cached, %d of them before the first reading: "
                 "growth of Envoy's VmRSS against growth of the `tokengate.jwt_cache.bytes` gauge between the readings." % (
                     CACHE_TOKENS, CACHE_WARMUP), ""] + cache_memory_lines(report["cache_memory"])
+    if report.get("key_sets"):
+        out += ["", "### What a remote key set costs (measured)", "",
+                "An Envoy with %d workers fetches a set of P-256 keys (with kids, after the IdP's own RSA key) from the dev IdP; "
+                "each VM (the main thread's and the workers') logs how long it took to read the set and the key material it "
+                "holds (EC tables are built later, for the keys that sign tokens). RSS is read once every VM has the set." % KEY_SET_WORKERS,
+                ""] + key_set_lines(report["key_sets"])
     scale = report["scale"]
     if scale:
         out += ["", "### One sidecar's load on the IdP (measured)", "",

@@ -219,14 +219,24 @@ impl ProviderSync {
                 return;
             }
         }
+        let started = Stopwatch::start();
         match remote::parse_jwks_body(body, &self.policy, self.keys.as_deref()) {
             Ok(parsed) => {
+                let count = parsed.keys.len();
                 self.keys = Some(Rc::new(parsed.keys));
                 self.loaded_version = version;
                 // These keys came from another worker's body, not from the last one fetched
                 // here: a refetch of that one must be read again.
                 self.fetched_digest = None;
                 self.report_memory();
+                log::info!(
+                    "tokengate: provider {}: loaded {} published key(s), version {}, read in {} us, {} bytes of key material in this VM",
+                    self.name,
+                    count,
+                    version,
+                    started.micros(),
+                    self.reported_memory
+                );
             }
             Err(e) => log::warn!(
                 "tokengate: provider {}: published key set is unusable: {}",
@@ -422,6 +432,7 @@ impl ProviderSync {
                 }
             }
             FetchKind::Jwks => {
+                let started = Stopwatch::start();
                 let read = remote::read_jwks(
                     &answer,
                     max,
@@ -433,7 +444,7 @@ impl ProviderSync {
                     Ok(fetched) => {
                         self.fetched_digest = Some(fetched.body_digest);
                         if let Some(parsed) = fetched.keys {
-                            self.take_fetched(parsed);
+                            self.take_fetched(parsed, started);
                         }
                         let policy = self.remote.refresh;
                         let max_age = fetched.max_age_s;
@@ -448,7 +459,7 @@ impl ProviderSync {
 
     /// Uses freshly fetched keys and publishes them to the other workers, unless they are
     /// the keys already in use.
-    fn take_fetched(&mut self, parsed: ParsedKeys) {
+    fn take_fetched(&mut self, parsed: ParsedKeys, started: Stopwatch) {
         for w in &parsed.warnings {
             log::warn!(
                 "tokengate: provider {}: fetched key {} (skipped)",
@@ -499,10 +510,11 @@ impl ProviderSync {
         self.loaded_version = version;
         self.report_memory();
         log::info!(
-            "tokengate: provider {}: fetched {} key(s), version {}, {} bytes of key material in this VM",
+            "tokengate: provider {}: fetched {} key(s), version {}, read in {} us, {} bytes of key material in this VM",
             self.name,
             count,
             version,
+            started.micros(),
             self.reported_memory
         );
     }
@@ -526,5 +538,22 @@ impl ProviderSync {
     pub fn current_view(&self, now: u64) -> KeyView {
         let (rec, _) = self.read_record();
         self.view(&rec, now)
+    }
+}
+
+/// Wall time of a key set's reading, for the log (the host's clock; none on a host without).
+#[derive(Clone, Copy)]
+struct Stopwatch(Option<std::time::SystemTime>);
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch(hostcalls::get_current_time().ok())
+    }
+
+    fn micros(self) -> u128 {
+        match (self.0, hostcalls::get_current_time().ok()) {
+            (Some(from), Some(to)) => to.duration_since(from).map_or(0, |d| d.as_micros()),
+            _ => 0,
+        }
     }
 }
