@@ -134,15 +134,29 @@ fn with_inline_traffic(envoy: &Envoy, key: &SigningKey, body: impl FnOnce()) {
     );
 }
 
-/// Starts an Envoy for `large` and one for `small` (the IdP's own keys only), waits until both
-/// verify a token, and returns Envoy's RSS growth in MiB from the large set.
-fn growth_over_baseline_mib(large: &Envoy, small: &Envoy) -> u64 {
+/// Warms up the Envoy with a large key set and the one with the IdP's own keys (each verifies
+/// a token of each provider), then asserts Envoy's RSS growth from the large set stays under
+/// [`MAX_GROWTH_MIB`].
+fn assert_growth_bounded(
+    (large, large_idp): (&Envoy, &RunningIdp),
+    (small, small_idp): (&Envoy, &RunningIdp),
+    inline: &SigningKey,
+    what: &str,
+) {
+    warm_up(large, large_idp, inline);
+    warm_up(small, small_idp, inline);
     let (large_kib, small_kib) = (settled_rss_kib(large), settled_rss_kib(small));
     eprintln!(
-        "RSS: {} KiB with the large key set, {} KiB with the IdP's own keys",
-        large_kib, small_kib
+        "RSS: {} KiB with {}, {} KiB with the IdP's own keys",
+        large_kib, what, small_kib
     );
-    large_kib.saturating_sub(small_kib) / 1024
+    let growth = large_kib.saturating_sub(small_kib) / 1024;
+    assert!(
+        growth < MAX_GROWTH_MIB,
+        "Envoy grew by {} MiB for {}",
+        growth,
+        what
+    );
 }
 
 fn warm_up(envoy: &Envoy, idp: &RunningIdp, inline: &SigningKey) {
@@ -159,13 +173,11 @@ fn a_set_of_1800_keys_is_read_up_to_max_keys_and_costs_little_memory() {
     let small = start(&small_idp, &inline, json!({}), json!({}));
     let large = start(&large_idp, &inline, json!({}), json!({}));
     with_inline_traffic(&large, &inline, || {
-        warm_up(&large, &large_idp, &inline);
-        warm_up(&small, &small_idp, &inline);
-        let growth = growth_over_baseline_mib(&large, &small);
-        assert!(
-            growth < MAX_GROWTH_MIB,
-            "Envoy grew by {} MiB for a set of 1,800 keys",
-            growth
+        assert_growth_bounded(
+            (&large, &large_idp),
+            (&small, &small_idp),
+            &inline,
+            "a set of 1,800 keys",
         );
     });
     // The IdP's own key comes first; the 1,701 JWKs after the first 100 are not read.
@@ -196,13 +208,11 @@ fn ten_thousand_keys_with_raised_bounds_stay_bounded_and_a_refetch_never_stalls(
     let small = start(&small_idp, &inline, raised.clone(), all_keys.clone());
     let large = start(&large_idp, &inline, raised, all_keys);
     with_inline_traffic(&large, &inline, || {
-        warm_up(&large, &large_idp, &inline);
-        warm_up(&small, &small_idp, &inline);
-        let growth = growth_over_baseline_mib(&large, &small);
-        assert!(
-            growth < MAX_GROWTH_MIB,
-            "Envoy grew by {} MiB for a set of 10,000 keys",
-            growth
+        assert_growth_bounded(
+            (&large, &large_idp),
+            (&small, &small_idp),
+            &inline,
+            "a set of 10,000 keys",
         );
         // Unknown kids ask for refetches of the same 2 MB body: none may hold requests up
         // for longer than the callout timeout.

@@ -955,13 +955,18 @@ mod tests {
         assert!(verify(&ec::token(&pairs[1]), &keys).is_ok());
     }
 
+    /// Key material of a set of these keys before any table is built.
+    fn bare_bytes(pairs: &[jwt_simple::prelude::ES256KeyPair]) -> usize {
+        read_jwks(&ec::set(pairs), &KeyPolicy::default(), None)
+            .unwrap()
+            .keys
+            .memory_bytes()
+    }
+
     #[test]
     fn keys_beyond_the_memory_bound_verify_without_a_table() {
         let pairs = ec::pairs(3);
-        let bare = read_jwks(&ec::set(&pairs), &KeyPolicy::default(), None)
-            .unwrap()
-            .keys
-            .memory_bytes();
+        let bare = bare_bytes(&pairs);
         let room_for_one = bare + EcdsaVerifier::table_bytes(Curve::P256) + 1;
         let keys = read_jwks(&ec::set(&pairs), &policy(100, room_for_one), None)
             .unwrap()
@@ -977,10 +982,7 @@ mod tests {
     #[test]
     fn a_rotation_is_not_refused_for_the_tables_its_kept_keys_built() {
         let pairs = ec::pairs(2);
-        let bare = read_jwks(&ec::set(&pairs), &KeyPolicy::default(), None)
-            .unwrap()
-            .keys
-            .memory_bytes();
+        let bare = bare_bytes(&pairs);
         let bound = bare + EcdsaVerifier::table_bytes(Curve::P256);
         let first = read_jwks(&ec::set(&pairs), &policy(100, bound), None).unwrap();
         assert!(verify(&ec::token(&pairs[0]), &first.keys).is_ok());

@@ -58,16 +58,7 @@ fn main() -> ExitCode {
         let mut out =
             std::io::BufWriter::new(std::fs::File::create(format!("{}/{}", dir, name)).unwrap());
         for i in 0..count {
-            let claims = json!({
-                "iss": "https://bench.test",
-                "sub": format!("user-{}", i),
-                "aud": ["bench"],
-                "iat": now,
-                "nbf": now,
-                "exp": now + 86_400,
-                "jti": format!("bench-{}-{}", name, i),
-                "scope": "orders:read",
-            });
+            let claims = bench_claims(now, i, &format!("bench-{}-{}", name, i));
             writeln!(out, "{}", key.sign(&claims)).unwrap();
         }
     };
@@ -96,6 +87,20 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The claims of the `i`-th bench token: valid for a day from `now`, audience `bench`.
+fn bench_claims(now: u64, i: usize, jti: &str) -> serde_json::Value {
+    json!({
+        "iss": "https://bench.test",
+        "sub": format!("user-{}", i),
+        "aud": ["bench"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 86_400,
+        "jti": jti,
+        "scope": "orders:read",
+    })
+}
+
 fn cache_memory(dir: &str, count: usize) -> ExitCode {
     std::fs::create_dir_all(dir).unwrap();
     let key = SigningKey::es256("bench-cache");
@@ -116,16 +121,7 @@ fn cache_memory(dir: &str, count: usize) -> ExitCode {
         let path = format!("{}/cache-{}.txt", dir, kind);
         let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
         for i in 0..count {
-            let mut claims = json!({
-                "iss": "https://bench.test",
-                "sub": format!("user-{}", i),
-                "aud": ["bench"],
-                "iat": now,
-                "nbf": now,
-                "exp": now + 86_400,
-                "jti": format!("cache-{}-{}", kind, i),
-                "scope": "orders:read",
-            });
+            let mut claims = bench_claims(now, i, &format!("cache-{}-{}", kind, i));
             match kind {
                 "aud" => claims["aud"] = json!(many_aud),
                 "roles" => claims[roles_claim.as_str()] = roles.clone(),
