@@ -246,6 +246,12 @@ impl ProviderSync {
         }
     }
 
+    /// Drops the keys and takes their material out of the gauge (the configuration is gone).
+    pub fn retire(&mut self) {
+        self.keys = None;
+        self.report_memory();
+    }
+
     /// Adds this VM's change of key material to the provider's gauge.
     fn report_memory(&mut self) {
         let now = self

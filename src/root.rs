@@ -49,6 +49,18 @@ pub struct Shared {
     pub tick_backoff: Cell<Duration>,
 }
 
+/// A configuration's state leaves the gauges with it, which sum over VMs and configurations:
+/// when Envoy replaces a configuration it deletes the root context (`proxy_on_delete`), and
+/// the last request still holding the state drops it.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.metrics.retire();
+        for sync in self.syncs.get_mut().iter_mut() {
+            sync.retire();
+        }
+    }
+}
+
 impl Shared {
     pub fn key_version(&self, provider: usize) -> u64 {
         self.gate
@@ -324,7 +336,6 @@ impl RootContext for FilterRoot {
         // Requests parked under the previous configuration are decided now, with it.
         if let (Some(old), Some(now)) = (self.shared.take(), now_ms()) {
             self.release_parked(&old, now, true);
-            old.metrics.retire();
         }
         let syncs = ProviderSync::for_settings(&settings);
         let introspections = IntrospectionSync::for_settings(&settings);

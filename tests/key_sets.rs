@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokengate_testkit::devidp::{Endpoint, RunningIdp};
-use tokengate_testkit::envoy::EnvoyOptions;
+use tokengate_testkit::envoy::{write_ecds, EnvoyOptions};
 use tokengate_testkit::idp::{self, PROJECT};
 use tokengate_testkit::mint::{self, claims, SigningKey};
 use tokengate_testkit::{expect, Envoy};
@@ -277,4 +277,46 @@ fn a_set_past_its_memory_bound_is_refused_and_the_previous_keys_stay() {
         }
     });
     assert!(envoy.log().contains("max_key_memory_bytes"));
+}
+
+#[test]
+fn the_key_memory_gauge_counts_each_vm_once_across_configuration_updates() {
+    let inline = SigningKey::es256("inline-1");
+    let idp = idp::start();
+    let with_default = |default: &str| {
+        let mut c = config(&idp, &inline, json!({}), json!({}));
+        c["default"] = json!(default);
+        c.to_string()
+    };
+    let dir = tokengate_testkit::repo_root().join("target/e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ecds = dir.join(format!("ecds-keys-{}.json", std::process::id()));
+    write_ecds(&ecds, &with_default("authenticated"));
+    let mut options = EnvoyOptions::raw("{}")
+        .cluster("idp", idp.port())
+        .concurrency(2);
+    options.ecds = Some(ecds.clone());
+    let envoy = Envoy::start_with(options);
+    warm_up(&envoy, &idp, &inline);
+    let gauge = || envoy.stat("wasmcustom.tokengate.jwks.zitadel.key_memory_bytes");
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = gauge();
+    assert!(before > 0);
+    for (i, default) in ["deny", "authenticated", "deny"].into_iter().enumerate() {
+        write_ecds(&ecds, &with_default(default));
+        let reloads =
+            || envoy.counter("extension_config_discovery.http_filter.tokengate.config_reload");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reloads() < i as u64 + 2 {
+            assert!(Instant::now() < deadline, "update {} did not apply", i + 1);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        gauge(),
+        before,
+        "the same keys in the same VMs after three updates"
+    );
+    let _ = std::fs::remove_file(&ecds);
 }
