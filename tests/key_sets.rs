@@ -320,3 +320,24 @@ fn the_key_memory_gauge_counts_each_vm_once_across_configuration_updates() {
     );
     let _ = std::fs::remove_file(&ecds);
 }
+
+#[test]
+fn a_token_is_tried_against_at_most_16_keys_and_its_kids_key_first() {
+    // 17 keys without kid, then one with: in the real filter, a forged token costs at most 16
+    // signature checks however many kid-less keys the set holds.
+    let unnamed: Vec<SigningKey> = (0..17).map(|_| SigningKey::es256("")).collect();
+    let named = SigningKey::es256("named");
+    let mut all: Vec<&SigningKey> = unnamed.iter().collect();
+    all.push(&named);
+    let envoy = Envoy::start(&json!({
+        "providers": {"main": {"issuer": INLINE_ISSUER, "jwks": mint::jwks(&all)}},
+        "default": "authenticated"
+    }));
+    let token = |key: &SigningKey| key.sign(&claims(INLINE_ISSUER, &[], json!({})));
+    expect::passed(&envoy.get_with_token("/", &token(&named)));
+    expect::passed(&envoy.get_with_token("/", &token(&unnamed[15])));
+    expect::invalid_token(
+        &envoy.get_with_token("/", &token(&unnamed[16])),
+        "signature",
+    );
+}

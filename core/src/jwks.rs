@@ -220,23 +220,27 @@ impl KeySet {
     /// Keys that may verify a token with this `alg` and `kid`, following jwt_verify_lib:
     /// when both the token and the JWK carry a `kid` they must be equal; a JWK `alg`, when
     /// present, must equal the token's; a token without `kid` is tried against every key of
-    /// its algorithm.
+    /// its algorithm. Keys named by the token's `kid` come first, and at most
+    /// [`MAX_KEYS_TRIED`] are tried: a set of many keys without `kid` must not make one
+    /// forged token cost a signature check per key.
     pub fn candidates<'a>(
         &'a self,
         alg: Alg,
         kid: Option<&'a str>,
     ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
-        self.keys.iter().filter_map(move |jwk| {
-            if let (Some(want), Some(have)) = (kid, jwk.kid.as_deref()) {
-                if want != have {
-                    return None;
-                }
-            }
-            if jwk.alg.is_some_and(|a| a != alg) {
-                return None;
-            }
-            jwk.key_for(alg)
-        })
+        let named = self
+            .keys
+            .iter()
+            .filter(move |jwk| kid.is_some() && jwk.kid.as_deref() == kid);
+        let unnamed = self
+            .keys
+            .iter()
+            .filter(move |jwk| kid.is_none() || jwk.kid.is_none());
+        named
+            .chain(unnamed)
+            .filter(move |jwk| jwk.alg.is_none_or(|a| a == alg))
+            .filter_map(move |jwk| jwk.key_for(alg))
+            .take(MAX_KEYS_TRIED)
     }
 
     /// Whether some key carries this `kid`.
@@ -347,6 +351,9 @@ pub enum JwksError {
         max: usize,
     },
 }
+
+/// Keys one token is tried against at most (see [`KeySet::candidates`]).
+pub const MAX_KEYS_TRIED: usize = 16;
 
 /// Skipped keys reported one by one; beyond these only counted.
 pub const MAX_WARNINGS: usize = 16;
@@ -989,5 +996,45 @@ mod tests {
         assert!(first.keys.memory_bytes() > bare);
         let again = read_jwks(&ec::set(&pairs), &policy(100, bound), Some(&first.keys));
         assert!(again.is_ok());
+    }
+
+    #[test]
+    fn the_key_a_tokens_kid_names_is_tried_before_keys_without_kid() {
+        let mut pairs = ec::pairs(MAX_KEYS_TRIED + 4);
+        let named = pairs.pop().unwrap();
+        let mut set: Value = serde_json::from_str(&ec::set(&pairs)).unwrap();
+        for jwk in set["keys"].as_array_mut().unwrap() {
+            jwk.as_object_mut().unwrap().remove("kid");
+        }
+        set["keys"].as_array_mut().unwrap().push(ec::jwk(&named));
+        let keys = read_jwks(&set.to_string(), &KeyPolicy::default(), None)
+            .unwrap()
+            .keys;
+        assert!(verify(&ec::token(&named), &keys).is_ok());
+    }
+
+    #[test]
+    fn a_token_is_tried_against_at_most_max_keys_tried_keys() {
+        // Keys and tokens without kid.
+        let pairs: Vec<_> = (0..=MAX_KEYS_TRIED)
+            .map(|_| jwt_simple::prelude::ES256KeyPair::generate())
+            .collect();
+        let mut set: Value = serde_json::from_str(&ec::set(&pairs)).unwrap();
+        for jwk in set["keys"].as_array_mut().unwrap() {
+            jwk.as_object_mut().unwrap().remove("kid");
+        }
+        let keys = read_jwks(&set.to_string(), &KeyPolicy::default(), None)
+            .unwrap()
+            .keys;
+        assert_eq!(
+            keys.candidates(Alg::Es256, Some("forged")).count(),
+            MAX_KEYS_TRIED
+        );
+        assert_eq!(keys.candidates(Alg::Es256, None).count(), MAX_KEYS_TRIED);
+        assert!(verify(&ec::token(&pairs[MAX_KEYS_TRIED - 1]), &keys).is_ok());
+        assert_eq!(
+            verify(&ec::token(&pairs[MAX_KEYS_TRIED]), &keys).unwrap_err(),
+            crate::verify::TokenError::BadSignature
+        );
     }
 }
