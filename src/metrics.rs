@@ -139,9 +139,10 @@ impl Metrics {
             CacheUse::Miss => bump(self.cache_misses),
             CacheUse::NotUsed => {}
         }
+        // A request that waited for an answer was counted as a miss when it began to wait.
         match (decision.introspection_cache, resumed) {
             (CacheUse::Hit, false) => bump(self.introspection_hits),
-            (CacheUse::Miss, _) => bump(self.introspection_misses),
+            (CacheUse::Miss, false) => bump(self.introspection_misses),
             _ => {}
         }
     }

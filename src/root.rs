@@ -150,10 +150,14 @@ impl FilterRoot {
                     Verdict::Wait(wait)
                         if !p.waited.contains(&wait.reason) && shared.arrange(&wait) =>
                     {
+                        if wait.reason == WaitReason::Introspection {
+                            shared.metrics.introspection_miss();
+                        }
                         p.waited.push(wait.reason);
                         p.key_version = shared.key_version(wait.provider);
                         p.wait = wait;
                         shared.parked.borrow_mut().push(p);
+                        shared.metrics.waiting(1);
                         continue;
                     }
                     Verdict::Wait(_) => match shared.gate.borrow_mut().evaluate(

@@ -157,3 +157,18 @@ fn allowed_requests_are_logged_at_trace_level_with_provider_and_kid() {
         .count();
     assert_eq!(lines, 2, "one trace line per allowed request");
 }
+
+#[test]
+fn a_token_that_is_not_a_jwt_is_no_introspection_miss_where_nothing_introspects() {
+    let key = SigningKey::es256("k");
+    let envoy = Envoy::start(&json!({
+        "providers": {"main": {"issuer": ISS, "jwks": mint::jwks(&[&key])}},
+        "default": "authenticated"
+    }));
+    expect::invalid_token(&envoy.get_with_token("/", "not-a-jwt"), "");
+    assert_eq!(
+        envoy.counter("wasmcustom.tokengate.introspection.cache_misses"),
+        0
+    );
+    assert_eq!(envoy.counter("wasmcustom.tokengate.denied.malformed"), 1);
+}

@@ -530,3 +530,36 @@ fn introspection_endpoint_error_text_never_reaches_the_log_or_the_reply() {
     assert!(!log.contains(&t), "the token is in the log");
     tokengate_testkit::leaks::check(&log).unwrap();
 }
+
+// Introspection cache misses are counted once per request that had to wait for an answer.
+
+const MISSES: &str = "wasmcustom.tokengate.introspection.cache_misses";
+
+#[test]
+fn a_request_that_waits_for_introspection_in_vain_counts_one_miss() {
+    let setup = start_idp();
+    setup
+        .idp
+        .idp()
+        .set_fault(Endpoint::Discovery, Some(Fault::Down));
+    let envoy = start_envoy_with_discovery(&setup);
+    unavailable(&envoy.get_with_token("/admin", &token(&setup, "opaque-admin")));
+    assert_eq!(envoy.counter(MISSES), 1);
+    assert_eq!(envoy.stat("wasmcustom.tokengate.requests_waiting"), 0);
+}
+
+#[test]
+fn a_jwt_that_waits_for_keys_and_then_for_introspection_counts_one_miss_and_stops_waiting() {
+    let setup = start_idp();
+    // The first keys come late: the request waits for them, then for the introspection of
+    // its JWT.
+    setup
+        .idp
+        .idp()
+        .set_fault(Endpoint::Keys, Some(Fault::Slow(600)));
+    let envoy = start_envoy(&setup, json!({"introspect_jwts": true}), SECRET);
+    expect::passed(&envoy.get_with_token("/admin", &token(&setup, "jwt-admin")));
+    assert_eq!(introspections(&setup), 1);
+    assert_eq!(envoy.counter(MISSES), 1);
+    assert_eq!(envoy.stat("wasmcustom.tokengate.requests_waiting"), 0);
+}

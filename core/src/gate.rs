@@ -652,6 +652,10 @@ fn authenticate(
     }
     let jwt = match jwt::parse(token) {
         Ok(jwt) => jwt,
+        // A token that is not even shaped like a JWT was in no cache's reach.
+        Err(m) if !jwt::looks_like_jwt(token) => {
+            return Authentication::Failed(m.into(), CacheUse::NotUsed)
+        }
         Err(m) => return Authentication::Failed(m.into(), CacheUse::Miss),
     };
     let iss = jwt.claims.iss.as_deref();

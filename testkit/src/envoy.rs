@@ -498,16 +498,22 @@ impl Envoy {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// The value of a gauge or counter in `/stats`, which may be negative for gauges.
+    /// The value of a gauge or counter in `/stats` (0 when absent). Envoy keeps gauges
+    /// unsigned: one taken below zero shows as a number near 2^64, and fails the test here.
     pub fn stat(&self, name: &str) -> i64 {
-        self.stats()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(": "))
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        let text = self.stats();
+        let Some(value) = text.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(": "))
+        }) else {
+            return 0;
+        };
+        let value: u64 = value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{} is not a number: {:?}", name, value));
+        i64::try_from(value)
+            .unwrap_or_else(|_| panic!("{} went below zero (reads {})", name, value))
     }
 
     pub fn log_path(&self) -> PathBuf {
