@@ -16,7 +16,8 @@ use tokengate_core::gate::{Gate, KeyView, Request, Verdict, Wait, WaitReason};
 use tokengate_core::headers::HeaderMap;
 use tokengate_core::{settings, tick};
 
-/// At most this many requests wait for keys per worker; more are decided at once.
+/// At most this many requests wait (for keys or an introspection answer) per worker; more are
+/// decided at once.
 pub const MAX_PARKED: usize = 10_000;
 
 /// Unix time in milliseconds from the host clock.

@@ -160,7 +160,7 @@ impl IntrospectionEntry {
     }
 }
 
-/// The engine's answer: a decision now, or wait for keys.
+/// The engine's answer: a decision now, or wait for keys or an introspection answer.
 #[derive(Debug, Clone)]
 pub enum Verdict {
     Decided(Decision),
@@ -280,11 +280,6 @@ impl Gate {
         &self.settings
     }
 
-    /// Number of tokens in the verified-token cache.
-    pub fn cached_tokens(&self) -> usize {
-        self.cache.len()
-    }
-
     /// Sizes of the caches, for gauges: (verified JWTs, their bytes, introspection answers,
     /// their bytes).
     pub fn cache_sizes(&self) -> (usize, usize, usize, usize) {
@@ -305,21 +300,6 @@ impl Gate {
 
     pub fn key_view(&self, provider: usize) -> Option<&KeyView> {
         self.views.get(provider).and_then(Option::as_ref)
-    }
-
-    /// Decides at `now` (Unix seconds) for hosts without remote keys: never waits.
-    pub fn decide(&mut self, req: &Request<'_>, now: u64) -> Decision {
-        match self.evaluate(req, now.saturating_mul(1000), false) {
-            Verdict::Decided(d) => d,
-            // Unreachable with waiting disallowed; refuse rather than pass.
-            Verdict::Wait(_) => finish_denied(
-                self.blank_decision("default"),
-                &self.settings,
-                DenyReason::Unavailable,
-                Denial::unavailable("the signing keys are not available", 1),
-                "keys not available".into(),
-            ),
-        }
     }
 
     /// A 400 for a request tokengate cannot read the way the upstream will (see

@@ -138,8 +138,6 @@ impl Settings {
     }
 }
 
-/// Parses and compiles configuration text. Warnings (skipped keys, risky choices) are
-/// returned for the host to log.
 /// Looks up a VM environment variable (secrets are passed that way, not in the config).
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -148,6 +146,8 @@ pub fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// Parses and compiles configuration text without an environment. Warnings (skipped keys,
+/// risky choices) are returned for the host to log.
 pub fn compile_str(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
     compile(config::parse(text)?, &no_env)
 }

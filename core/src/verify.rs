@@ -65,21 +65,6 @@ pub enum FailureKind {
     Unavailable,
 }
 
-impl FailureKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            FailureKind::Malformed => "malformed",
-            FailureKind::Signature => "signature",
-            FailureKind::Expired => "expired",
-            FailureKind::NotYetValid => "not_yet_valid",
-            FailureKind::Issuer => "issuer",
-            FailureKind::Audience => "audience",
-            FailureKind::Inactive => "inactive",
-            FailureKind::Unavailable => "unavailable",
-        }
-    }
-}
-
 impl TokenError {
     pub fn kind(&self) -> FailureKind {
         match self {
