@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = jwt::parse(&text) else { return };
     KEYS.with(|keys| {
         let mut keys = keys.borrow_mut();
-        let policy = KeyPolicy { allow_hmac: true, allowed: AlgSet::asymmetric().iter().chain(tokengate_core::alg::Alg::ALL).collect(), min_rsa_bits: 2048 };
+        let policy = KeyPolicy { allow_hmac: true, allowed: AlgSet::asymmetric().iter().chain(tokengate_core::alg::Alg::ALL).collect(), min_rsa_bits: 2048, ..KeyPolicy::default() };
         let set = keys.get_or_insert_with(|| parse_jwks_str(JWKS, &policy).map(|(k, _)| k).unwrap_or_default());
         let _ = verify::verify_signature(&parsed, set, policy.allowed);
     });
