@@ -143,10 +143,6 @@ impl ProviderSync {
             .collect()
     }
 
-    pub fn fetching(&self) -> bool {
-        self.inflight.is_some()
-    }
-
     pub fn owns(&self, token: u32) -> bool {
         self.inflight.is_some_and(|(t, _)| t == token)
     }
@@ -488,8 +484,8 @@ impl ProviderSync {
                 self.policy.max_keys
             );
             if let Some(id) = self.metrics.over_max_keys {
-                let n = u64::try_from(parsed.over_max_keys).unwrap_or(u64::MAX);
-                let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+                let n = i64::try_from(parsed.over_max_keys).unwrap_or(i64::MAX);
+                let _ = hostcalls::increment_metric(id, n);
             }
         }
         if self

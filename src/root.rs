@@ -222,7 +222,6 @@ impl FilterRoot {
             let syncs = shared.syncs.borrow();
             syncs
                 .iter()
-                .filter(|s| !s.fetching())
                 .filter_map(|s| gate.key_view(s.provider))
                 .filter(|view| !view.fetching)
                 .map(|view| view.next_fetch_at)

@@ -14,9 +14,11 @@
 
 use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
 use crate::b64;
+use crate::heap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
@@ -115,25 +117,29 @@ pub struct Jwk {
 }
 
 impl Jwk {
-    /// Heap and inline bytes this key holds, tables included (an RSA modulus shared by
-    /// the key's algorithms counted once).
+    /// Bytes this key holds on the heap (its `Rc` block, the `kid`, the prepared keys),
+    /// tables included; an RSA modulus shared by the key's algorithms is counted once. The
+    /// pointer to it is its set's ([`KeySet::memory_bytes`]). The crypto values' own buffers
+    /// are counted by their capacity, without the allocator's few bytes per block.
     pub fn memory_bytes(&self) -> usize {
-        let mut bytes = std::mem::size_of::<Rc<Jwk>>()
-            + RC_HEADER
-            + std::mem::size_of::<Jwk>()
-            + self.kid.as_ref().map_or(0, String::capacity)
-            + self.keys.capacity() * std::mem::size_of::<VerifyKey>();
+        let mut bytes = heap::rc::<Jwk>()
+            + self.kid.as_ref().map_or(0, heap::string)
+            + heap::buffer::<VerifyKey>(self.keys.capacity());
         let mut rsa_counted = false;
         for key in &self.keys {
             bytes += match key {
                 VerifyKey::Rsa { key, .. } if !rsa_counted => {
                     rsa_counted = true;
-                    RC_HEADER + key.memory_bytes()
+                    heap::rc::<RsaVerifier>() + key.memory_bytes()
+                        - std::mem::size_of::<RsaVerifier>()
                 }
                 VerifyKey::Rsa { .. } => 0,
-                VerifyKey::Ecdsa(k) => RC_HEADER + k.memory_bytes(),
+                VerifyKey::Ecdsa(k) => {
+                    heap::rc::<EcdsaVerifier>() + k.memory_bytes()
+                        - std::mem::size_of::<EcdsaVerifier>()
+                }
                 VerifyKey::EdDsa(_) => 0,
-                VerifyKey::Hmac { secret, .. } => secret.capacity(),
+                VerifyKey::Hmac { secret, .. } => heap::buffer::<u8>(secret.capacity()),
             };
         }
         bytes
@@ -160,9 +166,6 @@ impl Jwk {
     }
 }
 
-/// The two counts of an `Rc` allocation.
-const RC_HEADER: usize = 2 * std::mem::size_of::<usize>();
-
 /// A parsed key set, ready for key selection.
 #[derive(Debug, Default)]
 pub struct KeySet {
@@ -170,9 +173,23 @@ pub struct KeySet {
     /// SHA-256 of [`ParsedKeys::text`]: the same keys again need not be parsed.
     digest: [u8; 32],
     max_memory_bytes: usize,
+    /// [`KeySet::memory_bytes`] as of the last table this set built: the bound's check on a
+    /// verification must not sum the whole set each time.
+    memory_so_far: Cell<usize>,
 }
 
 impl KeySet {
+    fn new(keys: Vec<Rc<Jwk>>, digest: [u8; 32], max_memory_bytes: usize) -> KeySet {
+        let set = KeySet {
+            keys,
+            digest,
+            max_memory_bytes,
+            memory_so_far: Cell::new(0),
+        };
+        set.memory_so_far.set(set.memory_bytes());
+        set
+    }
+
     pub fn keys(&self) -> &[Rc<Jwk>] {
         &self.keys
     }
@@ -185,7 +202,7 @@ impl KeySet {
     /// Bytes of key material this set holds in this VM, tables included.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<KeySet>()
-            + self.keys.capacity() * std::mem::size_of::<Rc<Jwk>>()
+            + heap::buffer::<Rc<Jwk>>(self.keys.capacity())
             + self.keys.iter().map(|k| k.memory_bytes()).sum::<usize>()
     }
 
@@ -195,11 +212,10 @@ impl KeySet {
     /// keys beyond the bound verify without a table (a few times slower).
     pub fn after_valid_signature(&self, key: &VerifyKey) {
         if let VerifyKey::Ecdsa(k) = key {
-            if !k.has_table()
-                && self.memory_bytes() + EcdsaVerifier::table_bytes(k.curve())
-                    <= self.max_memory_bytes
-            {
+            let with_table = self.memory_so_far.get() + EcdsaVerifier::table_bytes(k.curve());
+            if !k.has_table() && with_table <= self.max_memory_bytes {
                 k.build_table();
+                self.memory_so_far.set(with_table);
             }
         }
     }
@@ -505,11 +521,7 @@ pub fn read_jwks(
     out.push_str("]}");
     keys.shrink_to_fit();
     Ok(ParsedKeys {
-        keys: KeySet {
-            keys,
-            digest: digest(out.as_bytes()),
-            max_memory_bytes: policy.max_memory_bytes,
-        },
+        keys: KeySet::new(keys, digest(out.as_bytes()), policy.max_memory_bytes),
         warnings,
         more_warnings,
         over_max_keys,

@@ -596,10 +596,18 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         if std::thread::panicking() {
+            // The test failed: what the filter logged tells why, also where the log
+            // directory is out of reach (CI).
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("tokengate: ")).collect();
+            eprintln!(
+                "the filter's last log lines (all in {}):\n{}",
+                self.dir.display(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
             return;
         }
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         if let Err(leak) = crate::leaks::check(&log) {
             panic!("{} (log kept in {})", leak, self.dir.display());
         }
