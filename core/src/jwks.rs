@@ -45,8 +45,8 @@ pub struct KeyPolicy {
 /// Default of [`KeyPolicy::max_keys`]: IdPs publish a handful of keys; 100 leaves room for
 /// aggregated sets.
 pub const DEFAULT_MAX_KEYS: usize = 100;
-/// Default of [`KeyPolicy::max_memory_bytes`]: 100 RSA-4096 keys, or a table for each of
-/// about 20 EC keys.
+/// Default of [`KeyPolicy::max_memory_bytes`]: `max_keys` keys of any kind (100 RSA-4096 keys
+/// hold about 180 KB) with a table for each of about 20 EC keys (152-228 KB each).
 pub const DEFAULT_MAX_MEMORY_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for KeyPolicy {
