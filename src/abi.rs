@@ -6,7 +6,7 @@
 //! error the request context answers with 503.
 
 use proxy_wasm::types::{MapType, Status};
-use tokengate_core::headers::HeaderMap;
+use tokengate_core::request::headers::HeaderMap;
 
 #[link(wasm_import_module = "env")]
 extern "C" {

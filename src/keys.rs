@@ -1,25 +1,17 @@
 //! Remote key sets on the host side: the shared-data record every worker reads on its tick,
 //! the fetch lease, the callouts, and the per-provider metrics. The decisions (is a fetch due,
-//! what does an answer mean) are `tokengate_core::{keysync, remote}`.
+//! what does an answer mean) are `tokengate_core::{keys::keysync, keys::remote}`.
 
+use crate::entropy::random_u64;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
-use tokengate_core::gate::KeyView;
-use tokengate_core::jwks::{self, KeyPolicy, KeySet, ParsedKeys};
-use tokengate_core::keysync::{self, SyncRecord};
-use tokengate_core::remote::{self, Answer, Callout, FetchError, FetchKind, RemoteJwks, Url};
-use tokengate_core::settings::{KeySource, Settings};
-
-/// A random number from the host's entropy (WASI `random_get`, through std's hasher seed).
-pub fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(0x746f_6b65_6e67_6174);
-    h.finish()
-}
+use tokengate_core::config::settings::{KeySource, Settings};
+use tokengate_core::engine::gate::KeyView;
+use tokengate_core::keys::jwks::{self, KeyPolicy, KeySet, ParsedKeys};
+use tokengate_core::keys::keysync::{self, SyncRecord};
+use tokengate_core::keys::remote::{self, Answer, Callout, FetchError, FetchKind, RemoteJwks, Url};
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()

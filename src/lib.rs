@@ -4,10 +4,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod abi;
-mod http;
-mod introspect;
+mod engine;
+mod entropy;
+mod introspection;
 mod keys;
 mod metrics;
+mod request;
 mod root;
 
 use proxy_wasm::types::LogLevel;

@@ -3,7 +3,7 @@
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
-use tokengate_core::decision::{CacheUse, Decision, DenyReason, Outcome};
+use tokengate_core::policy::decision::{CacheUse, Decision, DenyReason, Outcome};
 
 /// Ids of the counters of one VM.
 #[derive(Debug, Default)]

@@ -1,105 +1,21 @@
 //! The root context: compiles the configuration once per (re)configure, keeps remote key
-//! sets in sync on its tick, answers the key callouts, and resumes requests that waited for
-//! keys.
+//! sets in sync on its tick, answers the key and introspection callouts, and resumes
+//! requests that waited for keys or an introspection answer.
 
-use crate::http::{apply, RequestFilter};
-use crate::introspect::{Answered, IntrospectionSync};
-use crate::keys::{random_u64, ProviderSync};
+use crate::engine::{apply, now_ms, Parked, Shared};
+use crate::entropy::random_u64;
+use crate::introspection::{Answered, IntrospectionSync};
+use crate::keys::ProviderSync;
 use crate::metrics::Metrics;
+use crate::request::RequestFilter;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
-use tokengate_core::gate::{Gate, KeyView, Request, Verdict, Wait, WaitReason};
-use tokengate_core::headers::HeaderMap;
-use tokengate_core::{settings, tick};
-
-/// At most this many requests wait (for keys or an introspection answer) per worker; more are
-/// decided at once.
-pub const MAX_PARKED: usize = 10_000;
-
-/// Unix time in milliseconds from the host clock.
-pub fn now_ms() -> Option<u64> {
-    let t = hostcalls::get_current_time().ok()?;
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as u64)
-}
-
-/// A request waiting for a provider's keys.
-pub struct Parked {
-    pub context_id: u32,
-    pub headers: HeaderMap,
-    pub wait: Wait,
-    /// The key version it saw when it parked.
-    pub key_version: u64,
-    /// What it has waited for so far; it never waits twice for the same thing.
-    pub waited: Vec<WaitReason>,
-}
-
-/// State shared by the root context and the request contexts of one VM (one worker).
-pub struct Shared {
-    pub gate: RefCell<Gate>,
-    pub metrics: Metrics,
-    pub parked: RefCell<Vec<Parked>>,
-    pub syncs: RefCell<Vec<ProviderSync>>,
-    pub introspections: RefCell<Vec<IntrospectionSync>>,
-    /// The tick's backoff while requests are parked ([`tick::plan`]).
-    pub tick_backoff: Cell<Duration>,
-}
-
-/// A configuration's state leaves the gauges with it, which sum over VMs and configurations:
-/// when Envoy replaces a configuration it deletes the root context (`proxy_on_delete`), and
-/// the last request still holding the state drops it.
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.metrics.retire();
-        for sync in self.syncs.get_mut().iter_mut() {
-            sync.retire();
-        }
-    }
-}
-
-impl Shared {
-    pub fn key_version(&self, provider: usize) -> u64 {
-        self.gate
-            .borrow()
-            .key_view(provider)
-            .map_or(0, |v| v.version)
-    }
-
-    /// Arranges for what a parked request waits for: a refetch for an unknown `kid`, or a
-    /// queued introspection. False when it cannot be arranged (too many queued).
-    pub fn arrange(&self, wait: &Wait) -> bool {
-        match (&wait.reason, &wait.introspect) {
-            (WaitReason::UnknownKid, _) => {
-                for sync in self.syncs.borrow_mut().iter_mut() {
-                    if sync.provider == wait.provider {
-                        sync.wants_kid_refetch = true;
-                    }
-                }
-                true
-            }
-            (WaitReason::Introspection, Some(pending)) => self
-                .introspections
-                .borrow_mut()
-                .iter_mut()
-                .find(|s| s.provider == wait.provider)
-                .is_some_and(|s| s.enqueue(pending, wait.deadline)),
-            (WaitReason::Introspection, None) => false,
-            (WaitReason::FirstKeys, _) => true,
-        }
-    }
-
-    fn introspection_pending(&self, provider: usize, key: &str) -> bool {
-        self.introspections
-            .borrow()
-            .iter()
-            .any(|s| s.provider == provider && s.is_pending(key))
-    }
-}
+use std::time::Duration;
+use tokengate_core::engine::gate::{Gate, KeyView, Request, Verdict, WaitReason};
+use tokengate_core::{config::settings, engine::tick};
 
 pub struct FilterRoot {
     context_id: u32,

@@ -67,7 +67,7 @@ fn plan(case: &Value) -> Plan {
     provider.insert("clock_skew_seconds".into(), json!(skew));
     let provider = Value::Object(provider);
     let alone = config(vec![("p".to_string(), provider.clone())], vec![]);
-    match tokengate_core::settings::compile_str(&alone.to_string()) {
+    match tokengate_core::config::settings::compile_str(&alone.to_string()) {
         Ok(_) => Plan::Run { provider },
         Err(_) => Plan::ConfigRefused { provider },
     }

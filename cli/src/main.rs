@@ -13,11 +13,11 @@
 
 use std::process::ExitCode;
 use std::rc::Rc;
-use tokengate_core::explain::explain;
-use tokengate_core::gate::{Gate, KeyView, Request};
-use tokengate_core::jwks::KeySet;
-use tokengate_core::remote;
-use tokengate_core::settings::{self, KeySource, Settings};
+use tokengate_core::config::settings::{self, KeySource, Settings};
+use tokengate_core::engine::explain::explain;
+use tokengate_core::engine::gate::{Gate, KeyView, Request};
+use tokengate_core::keys::jwks::KeySet;
+use tokengate_core::keys::remote;
 
 const USAGE: &str = "usage: tokengate validate FILE
        tokengate explain --config FILE (--token TOKEN | --token-file FILE) [--method GET] [--path /]
@@ -264,7 +264,7 @@ fn explain_cmd(args: &[String]) -> Result<bool, Failure> {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
-    let headers = tokengate_core::headers::HeaderMap::from_pairs(headers);
+    let headers = tokengate_core::request::headers::HeaderMap::from_pairs(headers);
     let explanation = explain(&mut gate, &Request::new(&headers), now_ms);
     for s in &explanation.steps {
         let mark = match s.passed {
@@ -283,5 +283,5 @@ fn explain_cmd(args: &[String]) -> Result<bool, Failure> {
     }
     Ok(explanation
         .decision
-        .is_some_and(|d| d.outcome == tokengate_core::decision::Outcome::Allowed))
+        .is_some_and(|d| d.outcome == tokengate_core::policy::decision::Outcome::Allowed))
 }

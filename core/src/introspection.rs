@@ -2,7 +2,7 @@
 //! client authentication, RFC 6749 2.3.1 and RFC 7523) and what the answer means. The host
 //! dispatches the callout; the gate caches the answers.
 
-use crate::remote::{Answer, Url};
+use crate::keys::remote::{Answer, Url};
 use jwt_simple::prelude::{JWTClaims, NoCustomClaims, RS256KeyPair, RSAKeyPairLike, UnixTimeStamp};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -242,11 +242,11 @@ pub enum IntrospectionError {
 }
 
 impl IntrospectionError {
-    /// What the error owns on the heap ([`crate::heap`]), for the cache's byte bound.
+    /// What the error owns on the heap ([`crate::support::heap`]), for the cache's byte bound.
     pub fn heap_size(&self) -> usize {
         match self {
             IntrospectionError::Malformed(text) | IntrospectionError::NotSent(text) => {
-                crate::heap::string(text)
+                crate::support::heap::string(text)
             }
             IntrospectionError::Unreachable
             | IntrospectionError::ClientRejected { .. }
@@ -499,7 +499,7 @@ mod tests {
             ASSERTION_LIFETIME_S
         );
         let header: Value = serde_json::from_slice(
-            &crate::b64::decode(assertion.split('.').next().unwrap()).unwrap(),
+            &crate::support::b64::decode(assertion.split('.').next().unwrap()).unwrap(),
         )
         .unwrap();
         assert_eq!(header["kid"], "81693565968962154");

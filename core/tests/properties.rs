@@ -4,14 +4,14 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tokengate_core::b64;
-use tokengate_core::cache::{BoundedCache, CacheLimits};
-use tokengate_core::extract::{self, TokenSource};
-use tokengate_core::headers::HeaderMap;
 use tokengate_core::introspection::read_answer;
-use tokengate_core::jwks::{self, KeyPolicy};
-use tokengate_core::remote::Answer;
-use tokengate_core::{jwt, pbstruct, settings};
+use tokengate_core::keys::jwks::{self, KeyPolicy};
+use tokengate_core::keys::remote::Answer;
+use tokengate_core::request::headers::HeaderMap;
+use tokengate_core::support::b64;
+use tokengate_core::support::cache::{BoundedCache, CacheLimits};
+use tokengate_core::token::extract::{self, TokenSource};
+use tokengate_core::{config::pbstruct, config::settings, token::jwt};
 
 /// Arbitrary JSON values, a few levels deep.
 fn json_value() -> impl Strategy<Value = Value> {

@@ -1,7 +1,7 @@
 //! The configuration compiler on arbitrary bytes (JSON text or a protobuf Struct).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tokengate_core::settings;
+use tokengate_core::config::settings;
 
 fuzz_target!(|data: &[u8]| {
     let env = |name: &str| (name == "TOKENGATE_INTROSPECTION_SECRET").then(|| "secret".to_owned());

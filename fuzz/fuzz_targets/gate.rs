@@ -3,9 +3,9 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
-use tokengate_core::gate::{Gate, Request};
-use tokengate_core::headers::HeaderMap;
-use tokengate_core::settings;
+use tokengate_core::engine::gate::{Gate, Request};
+use tokengate_core::request::headers::HeaderMap;
+use tokengate_core::config::settings;
 
 thread_local! {
     static GATE: RefCell<Option<Gate>> = const { RefCell::new(None) };

@@ -2,7 +2,7 @@
 //! error or a map whose every entry can be read.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tokengate_core::headers::HeaderMap;
+use tokengate_core::request::headers::HeaderMap;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(map) = HeaderMap::from_serialized(data.to_vec()) {

@@ -2,7 +2,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tokengate_core::introspection::read_answer;
-use tokengate_core::remote::Answer;
+use tokengate_core::keys::remote::Answer;
 
 fuzz_target!(|data: &[u8]| {
     let (status, body) = match data.split_first() {

@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
-use tokengate_core::jwks::{parse_jwks_str, read_jwks, KeyPolicy, KeySet};
+use tokengate_core::keys::jwks::{parse_jwks_str, read_jwks, KeyPolicy, KeySet};
 
 thread_local! {
     static PREVIOUS: RefCell<Option<KeySet>> = const { RefCell::new(None) };

@@ -3,9 +3,9 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
-use tokengate_core::alg::AlgSet;
-use tokengate_core::jwks::{parse_jwks_str, KeyPolicy, KeySet};
-use tokengate_core::{jwt, verify};
+use tokengate_core::token::alg::AlgSet;
+use tokengate_core::keys::jwks::{parse_jwks_str, KeyPolicy, KeySet};
+use tokengate_core::{token::jwt, token::verify};
 
 thread_local! {
     static KEYS: RefCell<Option<KeySet>> = const { RefCell::new(None) };
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = jwt::parse(&text) else { return };
     KEYS.with(|keys| {
         let mut keys = keys.borrow_mut();
-        let policy = KeyPolicy { allow_hmac: true, allowed: AlgSet::asymmetric().iter().chain(tokengate_core::alg::Alg::ALL).collect(), min_rsa_bits: 2048, ..KeyPolicy::default() };
+        let policy = KeyPolicy { allow_hmac: true, allowed: AlgSet::asymmetric().iter().chain(tokengate_core::token::alg::Alg::ALL).collect(), min_rsa_bits: 2048, ..KeyPolicy::default() };
         let set = keys.get_or_insert_with(|| parse_jwks_str(JWKS, &policy).map(|(k, _)| k).unwrap_or_default());
         let _ = verify::verify_signature(&parsed, set, policy.allowed);
     });

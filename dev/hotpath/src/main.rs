@@ -8,13 +8,13 @@
 
 use std::rc::Rc;
 use std::time::Instant;
-use tokengate_core::alg::AlgSet;
-use tokengate_core::gate::{Gate, Request, Verdict};
-use tokengate_core::headers::HeaderMap;
+use tokengate_core::engine::gate::{Gate, Request, Verdict};
 use tokengate_core::introspection::{self, ClientAuth, IntrospectionClient, IntrospectionSettings};
-use tokengate_core::jwks::{parse_jwks_str, KeyPolicy};
-use tokengate_core::remote::Url;
-use tokengate_core::{jwt, settings, verify};
+use tokengate_core::keys::jwks::{parse_jwks_str, KeyPolicy};
+use tokengate_core::keys::remote::Url;
+use tokengate_core::request::headers::HeaderMap;
+use tokengate_core::token::alg::AlgSet;
+use tokengate_core::{config::settings, token::jwt, token::verify};
 
 fn read(dir: &str, name: &str) -> String {
     std::fs::read_to_string(format!("{}/{}", dir, name))

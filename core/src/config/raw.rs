@@ -1,8 +1,8 @@
 //! The configuration as users write it: one JSON object, given as Envoy's plugin
 //! `configuration` string or as Istio's `pluginConfig`. These serde types only describe the
-//! shape; [`crate::settings::compile`] validates them into ready-to-run [`crate::settings::Settings`].
+//! shape; [`crate::config::settings::compile`] validates them into ready-to-run [`crate::config::settings::Settings`].
 
-pub use crate::principal::NamesShape;
+pub use crate::token::principal::NamesShape;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Finding the access token in a request: headers (with a scheme prefix), cookies, query
 //! parameters, tried in the configured order.
 
-use crate::headers::HeaderMap;
+use crate::request::headers::HeaderMap;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -126,7 +126,7 @@ pub fn extract<'a>(
 }
 
 fn is_token_text(s: &str) -> bool {
-    !s.is_empty() && crate::scan::visible_ascii(s.as_bytes())
+    !s.is_empty() && crate::support::scan::visible_ascii(s.as_bytes())
 }
 
 fn from_header<'a>(
@@ -143,11 +143,11 @@ fn from_header<'a>(
     }
     // Envoy folds repeated inline headers (Authorization is one) into a single value joined
     // by commas; no token contains a comma.
-    if crate::scan::contains(raw, b',') {
+    if crate::support::scan::contains(raw, b',') {
         return Err(ExtractError::Repeated(format!("{} header", name)));
     }
     let what = || format!("the {} header", name);
-    let value = crate::scan::utf8(raw)
+    let value = crate::support::scan::utf8(raw)
         .map_err(|_| ExtractError::NotVisibleAscii(what()))?
         .trim_matches(' ');
     let token = match prefix {

@@ -1,16 +1,15 @@
 //! The request context: one per HTTP request. It asks the gate, then either acts on the
-//! decision or parks the request until the provider's keys arrive.
+//! decision or parks the request until what it waits for (keys, an introspection answer)
+//! arrives or its deadline passes.
 
-use crate::root::{now_ms, Parked, Shared};
+use crate::engine::{apply, now_ms, Parked, Shared, MAX_PARKED};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
 use std::time::Duration;
-use tokengate_core::decision::{Decision, Outcome};
-use tokengate_core::extract::TokenRemoval;
-use tokengate_core::gate::{Request, Verdict, WaitReason};
-use tokengate_core::{edge, tick};
+use tokengate_core::engine::gate::{Request, Verdict, WaitReason};
+use tokengate_core::{engine::tick, request::edge};
 
 pub struct RequestFilter {
     context_id: u32,
@@ -81,7 +80,7 @@ impl HttpContext for RequestFilter {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &name);
         }
 
-        let may_wait = shared.parked.borrow().len() < crate::root::MAX_PARKED;
+        let may_wait = shared.parked.borrow().len() < MAX_PARKED;
         let verdict = gate.evaluate(&Request::new(&headers), now, may_wait);
         drop(gate);
         let wait = match verdict {
@@ -125,82 +124,4 @@ impl HttpContext for RequestFilter {
         });
         Action::Pause
     }
-}
-
-/// Acts on a decision for the current (effective) request: count, log, then reply or
-/// forward. `resumed`: the request waited (its cache use was counted then). Returns what the
-/// request context must return to Envoy.
-pub fn apply(shared: &Shared, decision: &Decision, resumed: bool) -> Action {
-    shared.metrics.record(decision, resumed);
-    if let Some(warning) = &decision.warning {
-        log::warn!("tokengate: {}", warning);
-    }
-    if let Outcome::Denied(reason) = decision.outcome {
-        if log::log_enabled!(log::Level::Debug) {
-            let mode = if decision.enforced {
-                "denied"
-            } else {
-                "dry-run, would deny"
-            };
-            let status = decision.denial.as_ref().map_or(0, |d| d.status);
-            log::debug!(
-                "tokengate: {} {} (rule {}): {} ({})",
-                mode,
-                status,
-                decision.rule,
-                decision.detail,
-                reason.label()
-            );
-        }
-    } else {
-        log::trace!(
-            "tokengate: allowed (rule {}): {}",
-            decision.rule,
-            decision.detail
-        );
-    }
-
-    if let Some(denial) = decision.refuses() {
-        let headers: Vec<(&str, &str)> = denial
-            .headers
-            .iter()
-            .map(|(k, v)| (*k, v.as_str()))
-            .collect();
-        if let Err(status) = hostcalls::send_http_response(
-            u32::from(denial.status),
-            headers,
-            Some(denial.body.as_bytes()),
-        ) {
-            log::error!(
-                "tokengate: cannot send the {} reply ({:?}); resetting the request",
-                denial.status,
-                status
-            );
-            let _ = hostcalls::reset_http_request();
-        }
-        return Action::Pause;
-    }
-    match &decision.token_removal {
-        Some(TokenRemoval::Header(name)) => {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-        }
-        Some(TokenRemoval::Cookies(Some(rest))) => {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "cookie", Some(rest));
-        }
-        Some(TokenRemoval::Cookies(None)) => {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "cookie");
-        }
-        Some(TokenRemoval::Path(path)) => {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
-        }
-        None => {}
-    }
-    for (name, value) in &decision.upstream_headers {
-        if let Err(status) =
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-        {
-            log::warn!("tokengate: cannot set header {}: {:?}", name, status);
-        }
-    }
-    Action::Continue
 }

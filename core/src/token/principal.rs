@@ -8,7 +8,7 @@
 //! grants without a check), so trusting the flat claim would let that project's roles pass as
 //! ours. It is read only when a provider opts in.
 
-use crate::heap;
+use crate::support::heap;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -260,7 +260,7 @@ impl Principal {
         self.roles.iter().map(|g| g.role.as_str())
     }
 
-    /// What the principal owns on the heap ([`crate::heap`]), for the caches' byte bounds.
+    /// What the principal owns on the heap ([`crate::support::heap`]), for the caches' byte bounds.
     pub fn heap_size(&self) -> usize {
         heap::buffer::<Grant>(self.roles.capacity())
             + self

@@ -1,25 +1,26 @@
 //! The compiled configuration: everything validated, keys parsed, matchers built, so that
 //! the request path only reads.
 
-use crate::alg::{Alg, AlgSet};
-use crate::cache::CacheLimits;
-use crate::config::{
+use crate::config::raw::{
     self, ClaimPathConfig, ClaimSourceConfig, ConfigError, DefaultAction, FilterConfig,
     NamesConfig, OversizedHeaders, ProviderConfig, RuleConfig,
 };
-use crate::edge;
-use crate::extract::TokenSource;
 use crate::introspection::{self, ClientAuth, IntrospectionSettings, Secret};
-use crate::jwks::{self, KeyPolicy, KeySet};
-use crate::policy::{
+use crate::keys::jwks::{self, KeyPolicy, KeySet};
+use crate::keys::remote::{RefreshPolicy, RemoteJwks, Url};
+use crate::policy::audience::AudienceSet;
+use crate::policy::rules::{
     Access, ClaimRequirement, ClaimTest, HostMatch, NameRequirement, OrgSource, PathMatch,
     Requirements, RoleRequirement, RouteMatch, RouteRule, RouteTable, SetMode,
 };
-use crate::principal::{
+use crate::request::edge;
+use crate::support::cache::CacheLimits;
+use crate::token::alg::{Alg, AlgSet};
+use crate::token::extract::TokenSource;
+use crate::token::principal::{
     zitadel_project_roles_claim, ClaimPath, ClaimSources, NamesClaim, NamesShape, RoleSource,
 };
-use crate::remote::{RefreshPolicy, RemoteJwks, Url};
-use crate::verify::AudienceSet;
+use crate::token::verify::{media_type, JwtRules};
 use serde_json::{Map, Value};
 use std::rc::Rc;
 
@@ -49,12 +50,8 @@ pub struct Provider {
     /// What a fetched key set may contain.
     pub key_policy: KeyPolicy,
     pub clock_skew: u64,
-    /// Claims every JWT of this provider must carry (RFC 9068 2.2).
-    pub required_claims: Vec<String>,
-    /// Longest accepted distance from now to a JWT's `exp`, in seconds (plus the skew).
-    pub max_token_lifetime: Option<u64>,
-    /// Accepted `typ` values as [`media_type`] writes them; `None`: any JWT type.
-    pub token_types: Option<Vec<String>>,
+    /// What a JWT of this provider must say beyond time and signature.
+    pub jwt_rules: JwtRules,
     pub claims: ClaimSources,
     pub introspection: Option<IntrospectionSettings>,
 }
@@ -119,7 +116,7 @@ pub struct Settings {
     /// Headers whose other spellings are removed, the exact name kept: the organisation
     /// headers rules read and the token source headers.
     pub protected_headers: Vec<String>,
-    /// Refuse a path that is not in normal form ([`crate::edge::check_path`]).
+    /// Refuse a path that is not in normal form ([`crate::request::edge::check_path`]).
     pub require_normal_paths: bool,
     /// The top-level claims that claim tests and forwarded claim headers read. A verified
     /// token keeps only these besides its principal, `aud`, `exp` and `nbf` (which are kept
@@ -149,15 +146,15 @@ pub fn no_env(_: &str) -> Option<String> {
 /// Parses and compiles configuration text without an environment. Warnings (skipped keys,
 /// risky choices) are returned for the host to log.
 pub fn compile_str(text: &str) -> Result<(Settings, Vec<String>), ConfigError> {
-    compile(config::parse(text)?, &no_env)
+    compile(raw::parse(text)?, &no_env)
 }
 
 /// Compiles the plugin configuration as the host delivers it: JSON text (Istio, or Envoy with
 /// a `StringValue`), or a serialized `google.protobuf.Struct` (Envoy with a `Struct`).
 pub fn compile_bytes(bytes: &[u8], env: Env<'_>) -> Result<(Settings, Vec<String>), ConfigError> {
-    let as_struct = || crate::pbstruct::decode_struct(bytes).map(config::from_value);
+    let as_struct = || crate::config::pbstruct::decode_struct(bytes).map(raw::from_value);
     match std::str::from_utf8(bytes) {
-        Ok(text) => match config::parse(text) {
+        Ok(text) => match raw::parse(text) {
             Ok(config) => compile(config, env),
             Err(json_error) => match as_struct() {
                 Some(Ok(config)) => compile(config, env),
@@ -590,22 +587,14 @@ fn compile_provider(
         keys,
         key_policy,
         clock_skew: cfg.clock_skew_seconds,
-        required_claims,
-        max_token_lifetime: cfg.max_token_lifetime_seconds,
-        token_types,
+        jwt_rules: JwtRules {
+            required_claims,
+            max_token_lifetime: cfg.max_token_lifetime_seconds,
+            token_types,
+        },
         claims,
         introspection,
     })
-}
-
-/// A JOSE `typ` as compared: lower case, without the `application/` prefix that RFC 7515
-/// 4.1.9 lets a sender leave out.
-pub fn media_type(typ: &str) -> String {
-    let lower = typ.to_ascii_lowercase();
-    match lower.strip_prefix("application/") {
-        Some(rest) => rest.to_owned(),
-        None => lower,
-    }
 }
 
 fn names_claim(
@@ -627,7 +616,7 @@ fn names_claim(
 
 fn compile_introspection(
     field: &str,
-    cfg: &config::IntrospectionConfig,
+    cfg: &raw::IntrospectionConfig,
     provider: &ProviderConfig,
     env: Env<'_>,
 ) -> Result<IntrospectionSettings, ConfigError> {
@@ -744,7 +733,7 @@ fn compile_introspection(
 fn compile_remote(
     field: &str,
     issuer: Option<&str>,
-    cfg: &config::RemoteJwksConfig,
+    cfg: &raw::RemoteJwksConfig,
 ) -> Result<RemoteJwks, ConfigError> {
     let sub = |f: &str| format!("{}.{}", field, f);
     if cfg.cluster.is_empty() {
@@ -861,10 +850,7 @@ fn claim_path(field: &str, cfg: &ClaimPathConfig) -> Result<ClaimPath, ConfigErr
     path.ok_or_else(|| ConfigError::invalid(field, "a claim path needs non-empty keys"))
 }
 
-fn compile_source(
-    field: &str,
-    cfg: &config::TokenSourceConfig,
-) -> Result<TokenSource, ConfigError> {
+fn compile_source(field: &str, cfg: &raw::TokenSourceConfig) -> Result<TokenSource, ConfigError> {
     let given = [
         cfg.header.is_some(),
         cfg.cookie.is_some(),
@@ -957,7 +943,7 @@ fn writable_header_name(field: &str, name: &str) -> Result<String, ConfigError> 
     Ok(lower)
 }
 
-fn compile_forwarding(cfg: &config::ForwardConfig) -> Result<Forwarding, ConfigError> {
+fn compile_forwarding(cfg: &raw::ForwardConfig) -> Result<Forwarding, ConfigError> {
     if cfg.max_header_bytes < 64 {
         return Err(ConfigError::invalid(
             "forward.max_header_bytes",
@@ -1043,7 +1029,7 @@ fn compile_rule(
     })
 }
 
-fn compile_match(field: &str, cfg: &config::MatchConfig) -> Result<RouteMatch, ConfigError> {
+fn compile_match(field: &str, cfg: &raw::MatchConfig) -> Result<RouteMatch, ConfigError> {
     let path = match &cfg.path {
         None => None,
         Some(p) => {

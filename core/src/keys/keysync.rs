@@ -6,7 +6,7 @@
 //! releases the lease; the others load the published set. The decisions are pure functions of
 //! the record and the time; the host does the shared-data calls.
 
-use crate::remote::RefreshPolicy;
+use crate::keys::remote::RefreshPolicy;
 use serde::{Deserialize, Serialize};
 
 /// The shared state of one provider's keys. Times in Unix milliseconds.

@@ -4,7 +4,7 @@
 //! fold `x_user_id` and `x-user-id` into one variable. These checks make what tokengate
 //! compares the canonical form, and refuse what has no single reading.
 
-use crate::headers::HeaderMap;
+use crate::request::headers::HeaderMap;
 use std::fmt;
 
 /// Why a request has no single reading (a 400 `invalid_request`).

@@ -3,19 +3,19 @@
 //! the soonest to expire; expired entries are dropped when met.
 //!
 //! Entries are found by a keyed digest (SipHash with a per-cache random key) of the key's
-//! length and last [`DIGEST_TAIL`] bytes, then compared in full with [`crate::scan::same`]:
+//! length and last [`DIGEST_TAIL`] bytes, then compared in full with [`crate::support::scan::same`]:
 //! a map keyed by the token itself hashed all of it and compared it byte by byte, most of a
 //! cache hit's work. The tail is enough: keys are tokens that passed their signature check
 //! (the tail is the signature) or SHA-256 digests (introspection), so nobody can make two keys
 //! share a tail without the signing key. And two keys that do share a digest only take each
 //! other's place (one entry per digest, compared in full): never a chain to walk.
 //!
-//! The byte count is what the cache holds on the heap (see [`crate::heap`]): each entry's key,
+//! The byte count is what the cache holds on the heap (see [`crate::support::heap`]): each entry's key,
 //! its value's `Rc` block and what the value owns (the caller says), and the map's table and
 //! the insertion queue, which grow with the entries and are kept when entries go.
 
-use crate::heap;
-use crate::scan;
+use crate::support::heap;
+use crate::support::scan;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -159,7 +159,7 @@ impl<V> BoundedCache<V> {
     }
 
     /// Stores `value` until `expires_at`; `value_bytes` is what it owns on the heap
-    /// ([`crate::heap`]). Entries too large for the byte bound are not stored. Returns the
+    /// ([`crate::support::heap`]). Entries too large for the byte bound are not stored. Returns the
     /// value either way.
     pub fn insert(&mut self, key: &str, value: V, value_bytes: usize, expires_at: u64) -> Rc<V> {
         let value = Rc::new(value);

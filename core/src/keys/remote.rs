@@ -2,7 +2,7 @@
 //! the callout requests to make, and what their answers mean. The host dispatches the
 //! requests and hands the answers back; nothing here does I/O.
 
-use crate::jwks::{self, JwksError, KeyPolicy, KeySet, ParsedKeys};
+use crate::keys::jwks::{self, JwksError, KeyPolicy, KeySet, ParsedKeys};
 use serde_json::Value;
 use std::fmt;
 
@@ -509,7 +509,7 @@ mod tests {
 
     /// Remote keys found by discovery from `issuer`, with `allowed` extra hosts.
     fn discovered_from(issuer: &str, allowed: &[&str]) -> RemoteJwks {
-        let (settings, _) = crate::settings::compile_str(
+        let (settings, _) = crate::config::settings::compile_str(
             &serde_json::json!({"providers": {"p": {
                 "issuer": issuer,
                 "remote_jwks": {"cluster": "idp", "allowed_hosts": allowed}
@@ -518,7 +518,7 @@ mod tests {
         )
         .unwrap();
         match &settings.providers[0].keys {
-            crate::settings::KeySource::Remote(r) => (**r).clone(),
+            crate::config::settings::KeySource::Remote(r) => (**r).clone(),
             _ => unreachable!(),
         }
     }

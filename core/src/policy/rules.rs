@@ -1,7 +1,7 @@
 //! Route rules: which requests a rule covers, and what a token must grant there.
 
-use crate::principal::{ClaimPath, Principal};
-use crate::verify::AudienceSet;
+use crate::policy::audience::AudienceSet;
+use crate::token::principal::{ClaimPath, Principal};
 use regex_lite::Regex;
 use serde_json::{Map, Value};
 
@@ -11,7 +11,7 @@ pub struct RouteKey<'a> {
     pub method: &'a str,
     /// `:path` without the query string.
     pub path: &'a str,
-    /// `:authority` in canonical form ([`crate::edge::canonical_host`]).
+    /// `:authority` in canonical form ([`crate::request::edge::canonical_host`]).
     pub host: &'a str,
 }
 
@@ -378,14 +378,14 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::principal::Grant;
+    use crate::token::principal::Grant;
     use serde_json::json;
 
     fn gaps(config: serde_json::Value) -> Vec<String> {
         let mut config = config;
         config["providers"] = json!({"p": {"issuer": "https://i", "jwks": {"keys": [
             {"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMy"}]}}});
-        let (settings, _) = crate::settings::compile_str(&config.to_string()).unwrap();
+        let (settings, _) = crate::config::settings::compile_str(&config.to_string()).unwrap();
         settings.routes.unsafe_method_gaps()
     }
 

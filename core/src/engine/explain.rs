@@ -3,14 +3,14 @@
 //! steps re-run the same checks to say which passed and which failed. The token is never
 //! part of the output.
 
-use crate::decision::{Decision, Outcome};
-use crate::extract::{self, Extraction};
-use crate::gate::{Gate, Request, Verdict};
-use crate::jwt;
-use crate::policy::{Access, Requirements, RouteKey};
-use crate::principal::Principal;
-use crate::settings::KeySource;
-use crate::verify::{self, TokenError};
+use crate::config::settings::KeySource;
+use crate::engine::gate::{Gate, Request, Verdict};
+use crate::policy::decision::{Decision, Outcome};
+use crate::policy::rules::{Access, Requirements, RouteKey};
+use crate::token::extract::{self, Extraction};
+use crate::token::jwt;
+use crate::token::principal::Principal;
+use crate::token::verify::{self, TokenError};
 use serde_json::{Map, Value};
 
 /// One check and its result (`None`: information only).
@@ -57,7 +57,7 @@ pub fn explain(gate: &mut Gate, req: &Request<'_>, now_ms: u64) -> Explanation {
     let full_path = req.header(":path").unwrap_or_default();
     let path = full_path.split(['?', '#']).next().unwrap_or_default();
     let authority = req.header(":authority").unwrap_or_default();
-    let host = match crate::edge::canonical_host(&authority) {
+    let host = match crate::request::edge::canonical_host(&authority) {
         Ok(host) => host,
         Err(e) => {
             step(&mut steps, "request", Some(false), e.to_string());
@@ -65,7 +65,7 @@ pub fn explain(gate: &mut Gate, req: &Request<'_>, now_ms: u64) -> Explanation {
         }
     };
     if settings.require_normal_paths {
-        if let Err(e) = crate::edge::check_path(path) {
+        if let Err(e) = crate::request::edge::check_path(path) {
             step(&mut steps, "request", Some(false), e.to_string());
         }
     }
@@ -269,7 +269,7 @@ fn jwt_steps(
                 Err(e) => e.to_string(),
             },
         );
-        let rules = verify::check_claims(&parsed, provider, now);
+        let rules = verify::check_claims(&parsed, &provider.jwt_rules, provider.clock_skew, now);
         step(
             steps,
             "claim rules",
@@ -277,7 +277,7 @@ fn jwt_steps(
             match &rules {
                 Ok(()) => format!(
                     "required claims present ({})",
-                    provider.required_claims.join(", ")
+                    provider.jwt_rules.required_claims.join(", ")
                 ),
                 Err(e) => e.to_string(),
             },

@@ -1,9 +1,8 @@
 //! Token verification: signature, time window, issuer and audience.
 
-use crate::alg::{Alg, AlgSet};
-use crate::jwks::{KeySet, VerifyKey};
-use crate::jwt::{Jwt, Malformed};
-use crate::settings::{media_type, Provider};
+use crate::keys::jwks::{KeySet, VerifyKey};
+use crate::token::alg::{Alg, AlgSet};
+use crate::token::jwt::{Jwt, Malformed};
 use std::fmt;
 
 /// Why a token was not accepted as a valid token of a provider.
@@ -231,47 +230,48 @@ pub fn check_time(
     Ok(())
 }
 
-/// Accepted audiences, compared exactly (RFC 7519 7.3: a plain string comparison). Envoy's
-/// jwt_authn ignores a scheme and a trailing `/`; tokengate does not (README, "Differences").
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AudienceSet(Vec<String>);
+/// A provider's rules for a JWT's claims beyond time and signature.
+#[derive(Debug, Clone, Default)]
+pub struct JwtRules {
+    /// Claims every JWT must carry (RFC 9068 2.2).
+    pub required_claims: Vec<String>,
+    /// Longest accepted distance from now to a JWT's `exp`, in seconds (plus the skew).
+    pub max_token_lifetime: Option<u64>,
+    /// Accepted `typ` values as [`media_type`] writes them; `None`: any JWT type.
+    pub token_types: Option<Vec<String>>,
+}
 
-impl AudienceSet {
-    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(values: I) -> AudienceSet {
-        AudienceSet(values.into_iter().map(|v| v.as_ref().to_owned()).collect())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn values(&self) -> &[String] {
-        &self.0
-    }
-
-    /// Any token audience equals any accepted one. An empty set accepts everything; a
-    /// token without `aud` then fails.
-    pub fn accepts(&self, token_aud: &[String]) -> bool {
-        self.0.is_empty() || token_aud.iter().any(|a| self.0.iter().any(|ok| ok == a))
+/// A JOSE `typ` as compared: lower case, without the `application/` prefix that RFC 7515
+/// 4.1.9 lets a sender leave out.
+pub fn media_type(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
     }
 }
 
-/// The provider's claim rules for JWTs: required claims (RFC 9068 2.2), the longest
-/// lifetime left, and the accepted `typ` values (RFC 9068 4).
-pub fn check_claims(jwt: &Jwt<'_>, provider: &Provider, now: u64) -> Result<(), TokenError> {
-    if let Some(missing) = provider
+/// Checks a JWT against its provider's [`JwtRules`]: required claims (RFC 9068 2.2), the
+/// longest lifetime left (`skew` seconds of leeway), and the accepted `typ` values (RFC 9068 4).
+pub fn check_claims(
+    jwt: &Jwt<'_>,
+    rules: &JwtRules,
+    skew: u64,
+    now: u64,
+) -> Result<(), TokenError> {
+    if let Some(missing) = rules
         .required_claims
         .iter()
         .find(|name| !jwt.claims.all.contains_key(name.as_str()))
     {
         return Err(TokenError::MissingClaim(missing.clone()));
     }
-    if let (Some(max), Some(exp)) = (provider.max_token_lifetime, jwt.claims.exp) {
-        if exp > now.saturating_add(max).saturating_add(provider.clock_skew) {
+    if let (Some(max), Some(exp)) = (rules.max_token_lifetime, jwt.claims.exp) {
+        if exp > now.saturating_add(max).saturating_add(skew) {
             return Err(TokenError::LifetimeTooLong { max });
         }
     }
-    if let Some(types) = &provider.token_types {
+    if let Some(types) = &rules.token_types {
         let typ = jwt.typ.as_deref().map(media_type);
         if !typ.is_some_and(|t| types.contains(&t)) {
             return Err(TokenError::TypeNotAccepted {
@@ -308,22 +308,5 @@ mod tests {
     #[test]
     fn missing_time_claims_impose_no_limit() {
         assert_eq!(check_time(None, None, u64::MAX, 0), Ok(()));
-    }
-
-    #[test]
-    fn audiences_are_compared_exactly() {
-        let set = AudienceSet::new(["https://api.example.com/", "project-1"]);
-        assert!(set.accepts(&["https://api.example.com/".into()]));
-        assert!(!set.accepts(&["api.example.com".into()]));
-        assert!(!set.accepts(&["https://api.example.com".into()]));
-        assert!(!set.accepts(&["http://api.example.com/".into()]));
-        assert!(!set.accepts(&["Project-1".into()]));
-        assert!(set.accepts(&["x".into(), "project-1".into()]));
-        assert!(!set.accepts(&[]));
-    }
-
-    #[test]
-    fn empty_audience_set_accepts_any_token() {
-        assert!(AudienceSet::default().accepts(&[]));
     }
 }

@@ -4,8 +4,8 @@
 //! a known `alg` (never `none`), typed registered claims. Anything else is [`Malformed`],
 //! which the filter answers with 401 `invalid_token`.
 
-use crate::alg::Alg;
-use crate::{b64, json};
+use crate::token::alg::Alg;
+use crate::{support::b64, support::json};
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -108,7 +108,7 @@ pub struct Jwt<'t> {
 
 /// Whether a token looks like a JWT (three dot-separated parts) rather than an opaque token.
 pub fn looks_like_jwt(token: &str) -> bool {
-    crate::scan::count(token.as_bytes(), b'.') == 2
+    crate::support::scan::count(token.as_bytes(), b'.') == 2
 }
 
 /// Parses a compact JWS. No signature, time, issuer or audience check happens here.

@@ -12,9 +12,9 @@
 //! while the set stays within that bound ([`KeySet::after_valid_signature`]). A JWK whose
 //! text is unchanged from the previous version of the set is taken over with its table.
 
-use crate::alg::{Alg, AlgSet, Curve, KeyFamily};
-use crate::b64;
-use crate::heap;
+use crate::support::b64;
+use crate::support::heap;
+use crate::token::alg::{Alg, AlgSet, Curve, KeyFamily};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -761,7 +761,7 @@ mod tests {
 
     #[test]
     fn weak_rsa_keys_are_refused_by_bit_length() {
-        let n = crate::b64::encode(&[0x80; 128]);
+        let n = crate::support::b64::encode(&[0x80; 128]);
         let set = json!({"keys": [{"kty": "RSA", "n": n, "e": "AQAB"}]});
         let err = parse_jwks(&set, &KeyPolicy::default()).unwrap_err();
         assert!(err.to_string().contains("1024 bits"), "{}", err);
@@ -771,7 +771,7 @@ mod tests {
     fn ec_coordinates_shorter_than_the_field_are_left_padded() {
         // A P-256 point given with a 31-byte x would be rejected if not padded; this one is off
         // the curve after padding, which is reported as such rather than as a length error.
-        let set = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": crate::b64::encode(&[1; 31]), "y": crate::b64::encode(&[2; 32])}]});
+        let set = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": crate::support::b64::encode(&[1; 31]), "y": crate::support::b64::encode(&[2; 32])}]});
         let err = parse_jwks(&set, &KeyPolicy::default()).unwrap_err();
         assert!(err.to_string().contains("not a valid point"), "{}", err);
     }
@@ -818,8 +818,8 @@ mod tests {
                 "kty": "EC",
                 "crv": "P-256",
                 "kid": pair.key_id().clone().unwrap_or_default(),
-                "x": crate::b64::encode(&point[1..33]),
-                "y": crate::b64::encode(&point[33..65]),
+                "x": crate::support::b64::encode(&point[1..33]),
+                "y": crate::support::b64::encode(&point[33..65]),
             })
         }
 
@@ -832,9 +832,9 @@ mod tests {
         }
     }
 
-    fn verify(token: &str, keys: &KeySet) -> Result<(), crate::verify::TokenError> {
-        let jwt = crate::jwt::parse(token).unwrap();
-        crate::verify::verify_signature(&jwt, keys, AlgSet::asymmetric())
+    fn verify(token: &str, keys: &KeySet) -> Result<(), crate::token::verify::TokenError> {
+        let jwt = crate::token::jwt::parse(token).unwrap();
+        crate::token::verify::verify_signature(&jwt, keys, AlgSet::asymmetric())
     }
 
     fn policy(max_keys: usize, max_memory_bytes: usize) -> KeyPolicy {
@@ -956,7 +956,7 @@ mod tests {
         let forged = {
             let token = ec::token(&pairs[0]);
             let (_, rest) = token.split_once('.').unwrap();
-            let header = crate::b64::encode(br#"{"alg":"ES256","kid":"k1"}"#);
+            let header = crate::support::b64::encode(br#"{"alg":"ES256","kid":"k1"}"#);
             format!("{}.{}", header, rest)
         };
         assert!(verify(&forged, &keys).is_err());
@@ -1046,7 +1046,7 @@ mod tests {
         assert!(verify(&ec::token(&pairs[MAX_KEYS_TRIED - 1]), &keys).is_ok());
         assert_eq!(
             verify(&ec::token(&pairs[MAX_KEYS_TRIED]), &keys).unwrap_err(),
-            crate::verify::TokenError::BadSignature
+            crate::token::verify::TokenError::BadSignature
         );
     }
 }

@@ -2,17 +2,17 @@
 //! wait for it (single flight), dispatched from the root context so that it outlives the
 //! request that asked first; answers go into the gate's cache.
 
-use crate::keys::random_u64;
+use crate::entropy::random_u64;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokengate_core::gate::{Gate, PendingIntrospection};
+use tokengate_core::config::settings::Settings;
+use tokengate_core::engine::gate::{Gate, PendingIntrospection};
 use tokengate_core::introspection::{
     self, ClientAuth, Introspected, IntrospectionClient, IntrospectionError,
 };
-use tokengate_core::remote::{Answer, Url};
-use tokengate_core::settings::Settings;
+use tokengate_core::keys::remote::{Answer, Url};
 
 /// At most this many distinct tokens await introspection per provider and worker.
 pub const MAX_PENDING: usize = 1000;

@@ -1,20 +1,20 @@
 //! The decision engine: from a request's headers to a [`Decision`], with the per-VM cache of
 //! verified tokens. No I/O: the host hands in the headers and the time, and acts on the result.
 
-use crate::cache::BoundedCache;
-use crate::config::OversizedHeaders;
-use crate::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
-use crate::edge;
-use crate::extract::{self, Extraction, TokenSource};
-use crate::headers::HeaderMap;
-use crate::heap;
+use crate::config::raw::OversizedHeaders;
+use crate::config::settings::{KeySource, Settings};
 use crate::introspection::{token_key, Introspected, IntrospectionError};
-use crate::jwks::KeySet;
-use crate::jwt;
-use crate::policy::{Access, OrgSource, Requirements, RouteKey, RouteRule, Shortfall};
-use crate::principal::Principal;
-use crate::settings::{KeySource, Settings};
-use crate::verify::{self, FailureKind, TokenError};
+use crate::keys::jwks::KeySet;
+use crate::policy::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
+use crate::policy::rules::{Access, OrgSource, Requirements, RouteKey, RouteRule, Shortfall};
+use crate::request::edge;
+use crate::request::headers::HeaderMap;
+use crate::support::cache::BoundedCache;
+use crate::support::heap;
+use crate::token::extract::{self, Extraction, TokenSource};
+use crate::token::jwt;
+use crate::token::principal::Principal;
+use crate::token::verify::{self, FailureKind, TokenError};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -34,7 +34,7 @@ impl<'a> Request<'a> {
     pub fn header(&self, name: &str) -> Option<Cow<'a, str>> {
         self.headers
             .get(name)
-            .map(|raw| match crate::scan::utf8(raw) {
+            .map(|raw| match crate::support::scan::utf8(raw) {
                 Ok(text) => Cow::Borrowed(text),
                 Err(_) => String::from_utf8_lossy(raw),
             })
@@ -54,7 +54,7 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
-    /// What the token owns on the heap ([`crate::heap`]), for the caches' byte bounds.
+    /// What the token owns on the heap ([`crate::support::heap`]), for the caches' byte bounds.
     pub fn heap_size(&self) -> usize {
         self.kid.as_ref().map_or(0, heap::string)
             + heap::strings(&self.aud)
@@ -64,7 +64,7 @@ impl VerifiedToken {
 }
 
 /// What one VM knows about a remote provider's keys; the host refreshes it on every tick
-/// from the shared [`crate::keysync::SyncRecord`]. Times in Unix milliseconds.
+/// from the shared [`crate::keys::keysync::SyncRecord`]. Times in Unix milliseconds.
 #[derive(Debug, Clone, Default)]
 pub struct KeyView {
     /// The last good key set loaded into this VM.
@@ -149,7 +149,7 @@ pub enum IntrospectionEntry {
 }
 
 impl IntrospectionEntry {
-    /// What the entry owns on the heap ([`crate::heap`]): an active answer's token is in an
+    /// What the entry owns on the heap ([`crate::support::heap`]): an active answer's token is in an
     /// `Rc` block of its own.
     pub fn heap_size(&self) -> usize {
         match self {
@@ -199,7 +199,7 @@ impl Gate {
             .iter()
             .map(|p| {
                 p.introspection.as_ref().map(|i| {
-                    BoundedCache::new(crate::cache::CacheLimits {
+                    BoundedCache::new(crate::support::cache::CacheLimits {
                         max_entries: i.cache_max_entries,
                         max_bytes: i.cache_max_bytes,
                     })
@@ -303,7 +303,7 @@ impl Gate {
     }
 
     /// A 400 for a request tokengate cannot read the way the upstream will (see
-    /// [`crate::edge`]); no rule was chosen for it.
+    /// [`crate::request::edge`]); no rule was chosen for it.
     fn refuse_edge(&self, e: edge::EdgeError) -> Decision {
         let why = e.to_string();
         finish_denied(
@@ -646,7 +646,9 @@ fn authenticate(
         }
         // Time first, as Envoy does: an expired token costs no signature check and no keys.
         if let Err(e) = verify::check_time(jwt.claims.exp, jwt.claims.nbf, now, provider.clock_skew)
-            .and_then(|()| verify::check_claims(&jwt, provider, now))
+            .and_then(|()| {
+                verify::check_claims(&jwt, &provider.jwt_rules, provider.clock_skew, now)
+            })
         {
             first_error.get_or_insert(e);
             continue;
@@ -786,7 +788,7 @@ fn introspect(
     let (Some(Some(cache)), Some(config)) = (introspected.get_mut(provider), &p.introspection)
     else {
         return Authentication::Failed(
-            TokenError::NoKeyForAlg(crate::alg::Alg::Rs256),
+            TokenError::NoKeyForAlg(crate::token::alg::Alg::Rs256),
             CacheUse::NotUsed,
         );
     };
@@ -821,7 +823,10 @@ fn introspect(
     }
 }
 
-fn introspection_unavailable(p: &crate::settings::Provider, e: &IntrospectionError) -> TokenError {
+fn introspection_unavailable(
+    p: &crate::config::settings::Provider,
+    e: &IntrospectionError,
+) -> TokenError {
     TokenError::IntrospectionUnavailable {
         provider: p.name.clone(),
         detail: e.to_string(),
@@ -832,7 +837,7 @@ fn introspection_unavailable(p: &crate::settings::Provider, e: &IntrospectionErr
 /// (issuer, time); audience and requirements are checked per route as for JWTs.
 fn verified_from_answer(
     index: usize,
-    provider: &crate::settings::Provider,
+    provider: &crate::config::settings::Provider,
     members: Map<String, Value>,
 ) -> Result<VerifiedToken, IntrospectionError> {
     let claims =
@@ -858,7 +863,9 @@ fn verified_from_answer(
     })
 }
 
-fn remote_of(provider: &crate::settings::Provider) -> Option<&crate::remote::RemoteJwks> {
+fn remote_of(
+    provider: &crate::config::settings::Provider,
+) -> Option<&crate::keys::remote::RemoteJwks> {
     match &provider.keys {
         KeySource::Remote(r) => Some(r),
         KeySource::Inline(_) | KeySource::None => None,
@@ -924,10 +931,10 @@ fn describe_sources(sources: &[TokenSource]) -> String {
 }
 
 fn describe_shortfall(req: &Requirements, shortfall: &Shortfall) -> String {
-    let list = |mode: crate::policy::SetMode, names: &[String]| {
+    let list = |mode: crate::policy::rules::SetMode, names: &[String]| {
         let how = match mode {
-            crate::policy::SetMode::AnyOf => "any of",
-            crate::policy::SetMode::AllOf => "all of",
+            crate::policy::rules::SetMode::AnyOf => "any of",
+            crate::policy::rules::SetMode::AllOf => "all of",
         };
         format!("{} {}", how, names.join(", "))
     };
@@ -935,8 +942,10 @@ fn describe_shortfall(req: &Requirements, shortfall: &Shortfall) -> String {
         Shortfall::Roles => match &req.roles {
             Some(r) => {
                 let org = match &r.org {
-                    Some(crate::policy::OrgSource::Fixed(id)) => format!(" in organisation {}", id),
-                    Some(crate::policy::OrgSource::Header(h)) => {
+                    Some(crate::policy::rules::OrgSource::Fixed(id)) => {
+                        format!(" in organisation {}", id)
+                    }
+                    Some(crate::policy::rules::OrgSource::Header(h)) => {
                         format!(" in the organisation named by {}", h)
                     }
                     None => String::new(),
@@ -1051,17 +1060,22 @@ mod tests {
             r#"{{"providers": {{"p": {{"issuer": "https://issuer.test", "audiences": ["api"],
                 "jwks": {{"keys": [{{"kty": "oct", "kid": "k1", "alg": "HS256", "k": "{}"}}]}}}}}},
               "default": "authenticated"}}"#,
-            crate::b64::encode(HS256_SECRET)
+            crate::support::b64::encode(HS256_SECRET)
         );
-        let (settings, _) = crate::settings::compile_str(&config).unwrap();
+        let (settings, _) = crate::config::settings::compile_str(&config).unwrap();
         Gate::new(settings)
     }
 
     /// A token of `payload` signed with the key of [`hs256_gate`].
     fn hs256_token(payload: &str) -> String {
-        let header = crate::b64::encode(br#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#);
-        let input = format!("{}.{}", header, crate::b64::encode(payload.as_bytes()));
-        let sig = crate::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), HS256_SECRET));
+        let header = crate::support::b64::encode(br#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#);
+        let input = format!(
+            "{}.{}",
+            header,
+            crate::support::b64::encode(payload.as_bytes())
+        );
+        let sig =
+            crate::support::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), HS256_SECRET));
         format!("{}.{}", input, sig)
     }
 
@@ -1191,7 +1205,7 @@ mod tests {
             "introspection": {"endpoint": "https://issuer.test/introspect", "cluster": "idp",
                 "client_id": "c", "client_secret": "s", "negative_cache_ttl_seconds": 10}}},
             "default": "authenticated"}"#;
-        Gate::new(crate::settings::compile_str(config).unwrap().0)
+        Gate::new(crate::config::settings::compile_str(config).unwrap().0)
     }
 
     fn opaque_request(token: &str) -> HeaderMap {
@@ -1282,13 +1296,13 @@ mod tests {
             r#"{{"providers": {{"p": {{"issuer": "https://issuer.test",
                 "jwks": {{"keys": [{{"kty": "oct", "kid": "k1", "alg": "HS256", "k": "{}"}}]}}}}}},
               "default": "authenticated"}}"#,
-            crate::b64::encode(secret)
+            crate::support::b64::encode(secret)
         );
-        let mut gate = Gate::new(crate::settings::compile_str(&config).unwrap().0);
-        let header = crate::b64::encode(br#"{"alg":"HS256","kid":"k1"}"#);
-        let payload = crate::b64::encode(br#"{"iss":"https://issuer.test","sub":"u1"}"#);
+        let mut gate = Gate::new(crate::config::settings::compile_str(&config).unwrap().0);
+        let header = crate::support::b64::encode(br#"{"alg":"HS256","kid":"k1"}"#);
+        let payload = crate::support::b64::encode(br#"{"iss":"https://issuer.test","sub":"u1"}"#);
         let input = format!("{}.{}", header, payload);
-        let sig = crate::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), secret));
+        let sig = crate::support::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), secret));
         let headers = opaque_request(&format!("{}.{}", input, sig));
         let Verdict::Decided(d) = gate.evaluate(&Request::new(&headers), 1_000_000, true) else {
             panic!("inline keys never wait");

@@ -1,6 +1,6 @@
 //! What the filter decided about one request, and the HTTP answer a refusal gets.
 
-use crate::extract::TokenRemoval;
+use crate::token::extract::TokenRemoval;
 
 use serde_json::json;
 

@@ -1,0 +1,178 @@
+//! The VM's engine state on the host side: the gate, the parked requests and the key and
+//! introspection syncs one worker shares between its root and request contexts, and
+//! carrying out a decision with host calls.
+
+use crate::introspection::IntrospectionSync;
+use crate::keys::ProviderSync;
+use crate::metrics::Metrics;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, MapType};
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, UNIX_EPOCH};
+use tokengate_core::engine::gate::{Gate, Wait, WaitReason};
+use tokengate_core::policy::decision::{Decision, Outcome};
+use tokengate_core::request::headers::HeaderMap;
+use tokengate_core::token::extract::TokenRemoval;
+
+/// At most this many requests wait (for keys or an introspection answer) per worker; more are
+/// decided at once.
+pub const MAX_PARKED: usize = 10_000;
+
+/// Unix time in milliseconds from the host clock.
+pub fn now_ms() -> Option<u64> {
+    let t = hostcalls::get_current_time().ok()?;
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+/// A request waiting for a provider's keys.
+pub struct Parked {
+    pub context_id: u32,
+    pub headers: HeaderMap,
+    pub wait: Wait,
+    /// The key version it saw when it parked.
+    pub key_version: u64,
+    /// What it has waited for so far; it never waits twice for the same thing.
+    pub waited: Vec<WaitReason>,
+}
+
+/// State shared by the root context and the request contexts of one VM (one worker).
+pub struct Shared {
+    pub gate: RefCell<Gate>,
+    pub metrics: Metrics,
+    pub parked: RefCell<Vec<Parked>>,
+    pub syncs: RefCell<Vec<ProviderSync>>,
+    pub introspections: RefCell<Vec<IntrospectionSync>>,
+    /// The tick's backoff while requests are parked ([`tick::plan`]).
+    pub tick_backoff: Cell<Duration>,
+}
+
+/// A configuration's state leaves the gauges with it, which sum over VMs and configurations:
+/// when Envoy replaces a configuration it deletes the root context (`proxy_on_delete`), and
+/// the last request still holding the state drops it.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.metrics.retire();
+        for sync in self.syncs.get_mut().iter_mut() {
+            sync.retire();
+        }
+    }
+}
+
+impl Shared {
+    pub fn key_version(&self, provider: usize) -> u64 {
+        self.gate
+            .borrow()
+            .key_view(provider)
+            .map_or(0, |v| v.version)
+    }
+
+    /// Arranges for what a parked request waits for: a refetch for an unknown `kid`, or a
+    /// queued introspection. False when it cannot be arranged (too many queued).
+    pub fn arrange(&self, wait: &Wait) -> bool {
+        match (&wait.reason, &wait.introspect) {
+            (WaitReason::UnknownKid, _) => {
+                for sync in self.syncs.borrow_mut().iter_mut() {
+                    if sync.provider == wait.provider {
+                        sync.wants_kid_refetch = true;
+                    }
+                }
+                true
+            }
+            (WaitReason::Introspection, Some(pending)) => self
+                .introspections
+                .borrow_mut()
+                .iter_mut()
+                .find(|s| s.provider == wait.provider)
+                .is_some_and(|s| s.enqueue(pending, wait.deadline)),
+            (WaitReason::Introspection, None) => false,
+            (WaitReason::FirstKeys, _) => true,
+        }
+    }
+
+    pub fn introspection_pending(&self, provider: usize, key: &str) -> bool {
+        self.introspections
+            .borrow()
+            .iter()
+            .any(|s| s.provider == provider && s.is_pending(key))
+    }
+}
+
+/// Acts on a decision for the current (effective) request: count, log, then reply or
+/// forward. `resumed`: the request waited (its cache use was counted then). Returns what the
+/// request context must return to Envoy.
+pub fn apply(shared: &Shared, decision: &Decision, resumed: bool) -> Action {
+    shared.metrics.record(decision, resumed);
+    if let Some(warning) = &decision.warning {
+        log::warn!("tokengate: {}", warning);
+    }
+    if let Outcome::Denied(reason) = decision.outcome {
+        if log::log_enabled!(log::Level::Debug) {
+            let mode = if decision.enforced {
+                "denied"
+            } else {
+                "dry-run, would deny"
+            };
+            let status = decision.denial.as_ref().map_or(0, |d| d.status);
+            log::debug!(
+                "tokengate: {} {} (rule {}): {} ({})",
+                mode,
+                status,
+                decision.rule,
+                decision.detail,
+                reason.label()
+            );
+        }
+    } else {
+        log::trace!(
+            "tokengate: allowed (rule {}): {}",
+            decision.rule,
+            decision.detail
+        );
+    }
+
+    if let Some(denial) = decision.refuses() {
+        let headers: Vec<(&str, &str)> = denial
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        if let Err(status) = hostcalls::send_http_response(
+            u32::from(denial.status),
+            headers,
+            Some(denial.body.as_bytes()),
+        ) {
+            log::error!(
+                "tokengate: cannot send the {} reply ({:?}); resetting the request",
+                denial.status,
+                status
+            );
+            let _ = hostcalls::reset_http_request();
+        }
+        return Action::Pause;
+    }
+    match &decision.token_removal {
+        Some(TokenRemoval::Header(name)) => {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        }
+        Some(TokenRemoval::Cookies(Some(rest))) => {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "cookie", Some(rest));
+        }
+        Some(TokenRemoval::Cookies(None)) => {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "cookie");
+        }
+        Some(TokenRemoval::Path(path)) => {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
+        }
+        None => {}
+    }
+    for (name, value) in &decision.upstream_headers {
+        if let Err(status) =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+        {
+            log::warn!("tokengate: cannot set header {}: {:?}", name, status);
+        }
+    }
+    Action::Continue
+}
