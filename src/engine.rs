@@ -10,13 +10,10 @@ use proxy_wasm::types::{Action, MapType};
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, UNIX_EPOCH};
 use tokengate_core::engine::gate::{Gate, Wait, WaitReason};
+use tokengate_core::engine::waiting::{Arrange, WaitCounts, WaitingRoom};
 use tokengate_core::policy::decision::{Decision, Outcome};
-use tokengate_core::request::headers::HeaderMap;
+use tokengate_core::provider::ProviderId;
 use tokengate_core::token::extract::TokenRemoval;
-
-/// At most this many requests wait (for keys or an introspection answer) per worker; more are
-/// decided at once.
-pub const MAX_PARKED: usize = 10_000;
 
 /// Unix time in milliseconds from the host clock.
 pub fn now_ms() -> Option<u64> {
@@ -26,22 +23,11 @@ pub fn now_ms() -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
-/// A request waiting for a provider's keys.
-pub struct Parked {
-    pub context_id: u32,
-    pub headers: HeaderMap,
-    pub wait: Wait,
-    /// The key version it saw when it parked.
-    pub key_version: u64,
-    /// What it has waited for so far; it never waits twice for the same thing.
-    pub waited: Vec<WaitReason>,
-}
-
 /// State shared by the root context and the request contexts of one VM (one worker).
 pub struct Shared {
     pub gate: RefCell<Gate>,
     pub metrics: Metrics,
-    pub parked: RefCell<Vec<Parked>>,
+    pub waiting: RefCell<WaitingRoom>,
     pub syncs: RefCell<Vec<ProviderSync>>,
     pub introspections: RefCell<Vec<IntrospectionSync>>,
     /// The tick's backoff while requests are parked ([`tick::plan`]).
@@ -61,19 +47,27 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    pub fn key_version(&self, provider: usize) -> u64 {
-        self.gate
-            .borrow()
-            .key_view(provider)
-            .map_or(0, |v| v.version)
+    /// Counts what a waiting-room event changed.
+    pub fn count(&self, counts: &WaitCounts) {
+        for _ in 0..counts.introspection_misses {
+            self.metrics.introspection_miss();
+        }
+        if counts.waiting != 0 {
+            self.metrics.waiting(counts.waiting);
+        }
     }
+}
 
-    /// Arranges for what a parked request waits for: a refetch for an unknown `kid`, or a
-    /// queued introspection. False when it cannot be arranged (too many queued).
-    pub fn arrange(&self, wait: &Wait) -> bool {
+/// What the waiting room asks of the host: the key syncs and introspection queues.
+pub struct Arrangements<'a>(pub &'a Shared);
+
+impl Arrange for Arrangements<'_> {
+    /// A refetch for an unknown `kid` (its sync's lease decides when), or a queued
+    /// introspection (false when too many are queued).
+    fn arrange(&mut self, wait: &Wait) -> bool {
         match (&wait.reason, &wait.introspect) {
             (WaitReason::UnknownKid, _) => {
-                for sync in self.syncs.borrow_mut().iter_mut() {
+                for sync in self.0.syncs.borrow_mut().iter_mut() {
                     if sync.provider == wait.provider {
                         sync.wants_kid_refetch = true;
                     }
@@ -81,6 +75,7 @@ impl Shared {
                 true
             }
             (WaitReason::Introspection, Some(pending)) => self
+                .0
                 .introspections
                 .borrow_mut()
                 .iter_mut()
@@ -91,8 +86,9 @@ impl Shared {
         }
     }
 
-    pub fn introspection_pending(&self, provider: usize, key: &str) -> bool {
-        self.introspections
+    fn introspection_pending(&self, provider: ProviderId, key: &str) -> bool {
+        self.0
+            .introspections
             .borrow()
             .iter()
             .any(|s| s.provider == provider && s.is_pending(key))
@@ -175,4 +171,19 @@ pub fn apply(shared: &Shared, decision: &Decision, resumed: bool) -> Action {
         }
     }
     Action::Continue
+}
+
+/// Refuses the request with 503 when the filter itself cannot work (fail closed).
+pub fn refuse_unavailable(why: &str) -> Action {
+    log::error!("tokengate: {}; refusing the request", why);
+    let body = format!(
+        "{{\"error\":\"temporarily_unavailable\",\"error_description\":\"{}\"}}",
+        why.replace(['"', '\\'], "'")
+    );
+    let _ = hostcalls::send_http_response(
+        503,
+        vec![("content-type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    Action::Pause
 }

@@ -13,6 +13,7 @@ use tokengate_core::introspection::{
     self, ClientAuth, Introspected, IntrospectionClient, IntrospectionError,
 };
 use tokengate_core::keys::remote::{Answer, Url};
+use tokengate_core::provider::ProviderId;
 
 /// At most this many distinct tokens await introspection per provider and worker.
 pub const MAX_PENDING: usize = 1000;
@@ -48,7 +49,7 @@ pub enum Answered {
 }
 
 pub struct IntrospectionSync {
-    pub provider: usize,
+    pub provider: ProviderId,
     name: String,
     client: IntrospectionClient,
     pending: HashMap<String, Pending>,
@@ -60,9 +61,7 @@ pub struct IntrospectionSync {
 impl IntrospectionSync {
     pub fn for_settings(settings: &Settings) -> Vec<IntrospectionSync> {
         settings
-            .providers
-            .iter()
-            .enumerate()
+            .providers_by_id()
             .filter_map(|(index, p)| {
                 let config = p.introspection.clone()?;
                 let name = |what: &str| format!("tokengate.introspection.{}.{}", p.name, what);

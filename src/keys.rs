@@ -12,6 +12,7 @@ use tokengate_core::engine::gate::KeyView;
 use tokengate_core::keys::jwks::{self, KeyPolicy, KeySet, ParsedKeys};
 use tokengate_core::keys::keysync::{self, SyncRecord};
 use tokengate_core::keys::remote::{self, Answer, Callout, FetchError, FetchKind, RemoteJwks, Url};
+use tokengate_core::provider::ProviderId;
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
@@ -53,7 +54,7 @@ impl KeyMetrics {
 
 /// One remote provider's key sync in this VM.
 pub struct ProviderSync {
-    pub provider: usize,
+    pub provider: ProviderId,
     name: String,
     issuer: Option<String>,
     remote: RemoteJwks,
@@ -89,9 +90,7 @@ fn fnv(parts: &[&str]) -> u64 {
 impl ProviderSync {
     pub fn for_settings(settings: &Settings) -> Vec<ProviderSync> {
         settings
-            .providers
-            .iter()
-            .enumerate()
+            .providers_by_id()
             .filter_map(|(index, p)| match &p.keys {
                 KeySource::Remote(remote) => {
                     let uri = remote.jwks_uri.as_ref().map_or("", |u| u.path.as_str());

@@ -2,7 +2,7 @@
 //! sets in sync on its tick, answers the key and introspection callouts, and resumes
 //! requests that waited for keys or an introspection answer.
 
-use crate::engine::{apply, now_ms, Parked, Shared};
+use crate::engine::{apply, now_ms, refuse_unavailable, Arrangements, Shared};
 use crate::entropy::random_u64;
 use crate::introspection::{Answered, IntrospectionSync};
 use crate::keys::ProviderSync;
@@ -14,7 +14,9 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
-use tokengate_core::engine::gate::{Gate, KeyView, Request, Verdict, WaitReason};
+use tokengate_core::engine::gate::{Gate, KeyView};
+use tokengate_core::engine::waiting::{Next, RequestId, WaitCounts, WaitingRoom};
+use tokengate_core::provider::ProviderId;
 use tokengate_core::{config::settings, engine::tick};
 
 pub struct FilterRoot {
@@ -33,74 +35,42 @@ impl FilterRoot {
         }
     }
 
-    /// Re-decides parked requests whose wait is over: their provider's keys changed, the
-    /// deadline passed, or the keys they wait for are no longer coming.
-    fn release_parked(&self, shared: &Shared, now: u64, everything: bool) {
-        let ready: Vec<Parked> = {
-            let gate = shared.gate.borrow();
-            let mut parked = shared.parked.borrow_mut();
-            let (ready, waiting): (Vec<Parked>, Vec<Parked>) = parked.drain(..).partition(|p| {
-                everything
-                    || !match (&p.wait.reason, &p.wait.introspect) {
-                        (WaitReason::Introspection, Some(i)) => {
-                            now < p.wait.deadline
-                                && shared.introspection_pending(p.wait.provider, &i.key)
-                        }
-                        _ => still_waiting(gate.key_view(p.wait.provider), p, now),
-                    }
-            });
-            *parked = waiting;
-            ready
+    /// Carries out the waiting room's decisions for requests whose wait is over (or all of
+    /// them, `everything`, when the configuration is replaced), then sends the introspections
+    /// that requests newly wait for.
+    fn release_waiting(&self, shared: &Shared, now: u64, everything: bool) {
+        let mut counts = WaitCounts::default();
+        let decided = {
+            let mut gate = shared.gate.borrow_mut();
+            let mut waiting = shared.waiting.borrow_mut();
+            if everything {
+                waiting.release_all(&mut gate, now, &mut counts)
+            } else {
+                waiting.release(&mut gate, now, &mut Arrangements(shared), &mut counts)
+            }
         };
-        shared.metrics.waiting(-(ready.len() as i64));
-        for mut p in ready {
-            // A request that waited for keys may next need an introspection answer: it may
-            // wait again, but never twice for the same thing.
-            let verdict =
-                shared
-                    .gate
-                    .borrow_mut()
-                    .evaluate(&Request::new(&p.headers), now, !everything);
-            let decision =
-                match verdict {
-                    Verdict::Decided(decision) => decision,
-                    Verdict::Wait(wait)
-                        if !p.waited.contains(&wait.reason) && shared.arrange(&wait) =>
-                    {
-                        if wait.reason == WaitReason::Introspection {
-                            shared.metrics.introspection_miss();
-                        }
-                        p.waited.push(wait.reason);
-                        p.key_version = shared.key_version(wait.provider);
-                        p.wait = wait;
-                        shared.parked.borrow_mut().push(p);
-                        shared.metrics.waiting(1);
-                        continue;
-                    }
-                    Verdict::Wait(_) => match shared.gate.borrow_mut().evaluate(
-                        &Request::new(&p.headers),
-                        now,
-                        false,
-                    ) {
-                        Verdict::Decided(decision) => decision,
-                        Verdict::Wait(_) => continue,
-                    },
-                };
-            if hostcalls::set_effective_context(p.context_id).is_err() {
+        shared.count(&counts);
+        for (RequestId(context_id), next) in decided {
+            if hostcalls::set_effective_context(context_id).is_err() {
                 // The request ended while it waited.
                 continue;
             }
-            if apply(shared, &decision, true) == Action::Continue {
+            let action = match next {
+                Next::Decided(decision) => apply(shared, &decision, true),
+                Next::Undecidable | Next::Waits(_) => {
+                    refuse_unavailable("cannot wait for keys or introspection")
+                }
+            };
+            if action == Action::Continue {
                 let _ = hostcalls::resume_http_request();
             }
         }
-        // Requests that parked again for an introspection: send it now.
         self.dispatch_introspections(shared, now);
         let _ = hostcalls::set_effective_context(self.context_id);
     }
 
     fn sync_keys(&self, shared: &Shared, now: u64) {
-        let views: Vec<(usize, KeyView)> = shared
+        let views: Vec<(ProviderId, KeyView)> = shared
             .syncs
             .borrow_mut()
             .iter_mut()
@@ -127,7 +97,7 @@ impl FilterRoot {
 
     /// Sets the next tick from what this VM waits for ([`tick::plan`]).
     fn adjust_tick(&self, shared: &Shared, now: u64) {
-        let parked_deadline = shared.parked.borrow().iter().map(|p| p.wait.deadline).min();
+        let parked_deadline = shared.waiting.borrow().earliest_deadline();
         let introspections_queued = shared
             .introspections
             .borrow()
@@ -151,19 +121,6 @@ impl FilterRoot {
         let plan = tick::plan(now, &waiting, shared.tick_backoff.get());
         shared.tick_backoff.set(plan.backoff);
         let _ = hostcalls::set_tick_period(plan.period);
-    }
-}
-
-fn still_waiting(view: Option<&KeyView>, p: &Parked, now: u64) -> bool {
-    let Some(view) = view else { return false };
-    if now >= p.wait.deadline || view.version != p.key_version {
-        return false;
-    }
-    match p.wait.reason {
-        WaitReason::FirstKeys => view.fetching || now >= view.next_fetch_at,
-        WaitReason::UnknownKid => view.fetching || now >= view.kid_refetch_from,
-        // Released by the introspection answer (see release_parked).
-        WaitReason::Introspection => true,
     }
 }
 
@@ -194,13 +151,13 @@ impl Context for FilterRoot {
             });
         match answered {
             Some(Answered::Recorded) => {
-                self.release_parked(&shared, now, false);
+                self.release_waiting(&shared, now, false);
                 self.adjust_tick(&shared, now);
                 return;
             }
             Some(Answered::Retry) => {
                 self.dispatch_introspections(&shared, now);
-                self.release_parked(&shared, now, false);
+                self.release_waiting(&shared, now, false);
                 self.adjust_tick(&shared, now);
                 return;
             }
@@ -215,7 +172,7 @@ impl Context for FilterRoot {
             (sync.provider, sync.current_view(now))
         };
         shared.gate.borrow_mut().set_key_view(view.0, view.1);
-        self.release_parked(&shared, now, false);
+        self.release_waiting(&shared, now, false);
         self.adjust_tick(&shared, now);
     }
 }
@@ -255,7 +212,7 @@ impl RootContext for FilterRoot {
         );
         // Requests parked under the previous configuration are decided now, with it.
         if let (Some(old), Some(now)) = (self.shared.take(), now_ms()) {
-            self.release_parked(&old, now, true);
+            self.release_waiting(&old, now, true);
         }
         let syncs = ProviderSync::for_settings(&settings);
         let introspections = IntrospectionSync::for_settings(&settings);
@@ -268,7 +225,7 @@ impl RootContext for FilterRoot {
         let shared = Rc::new(Shared {
             gate: RefCell::new(gate),
             metrics: Metrics::define(),
-            parked: RefCell::new(Vec::new()),
+            waiting: RefCell::new(WaitingRoom::default()),
             syncs: RefCell::new(syncs),
             introspections: RefCell::new(introspections),
             tick_backoff: Cell::new(tick::FAST),
@@ -300,7 +257,7 @@ impl RootContext for FilterRoot {
         shared.gate.borrow_mut().describe_allowed(tracing);
         self.sync_keys(&shared, now);
         self.dispatch_introspections(&shared, now);
-        self.release_parked(&shared, now, false);
+        self.release_waiting(&shared, now, false);
         shared
             .metrics
             .cache_sizes(shared.gate.borrow().cache_sizes());

@@ -13,7 +13,7 @@
 
 use std::process::ExitCode;
 use std::rc::Rc;
-use tokengate_core::config::settings::{self, KeySource, Settings};
+use tokengate_core::config::settings::{self, KeySource, Provider, Settings};
 use tokengate_core::engine::explain::explain;
 use tokengate_core::engine::gate::{Gate, KeyView, Request};
 use tokengate_core::keys::jwks::KeySet;
@@ -151,8 +151,7 @@ fn parse_args(args: &[String]) -> Result<ExplainArgs, Failure> {
 
 /// Keys for a remote provider: `--jwks PROVIDER=FILE`, else fetched from its URL (following
 /// discovery when it has no uri).
-fn remote_keys(settings: &Settings, index: usize, args: &ExplainArgs) -> Result<KeySet, String> {
-    let p = &settings.providers[index];
+fn remote_keys(p: &Provider, args: &ExplainArgs) -> Result<KeySet, String> {
     let text = match args.jwks.iter().find(|(name, _)| *name == p.name) {
         Some((_, file)) => std::fs::read_to_string(file).map_err(|e| format!("{}: {}", file, e))?,
         None => {
@@ -211,21 +210,14 @@ fn explain_cmd(args: &[String]) -> Result<bool, Failure> {
             return Ok(false);
         }
     };
-    let remote: Vec<usize> = settings
-        .providers
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| matches!(p.keys, KeySource::Remote(_)))
-        .map(|(i, _)| i)
-        .collect();
     let mut loaded = Vec::new();
-    for index in remote {
-        match remote_keys(&settings, index, &args) {
-            Ok(keys) => loaded.push((index, keys)),
-            Err(e) => println!(
-                "[info] provider {}: no keys: {}",
-                settings.providers[index].name, e
-            ),
+    for (id, p) in settings.providers_by_id() {
+        if !matches!(p.keys, KeySource::Remote(_)) {
+            continue;
+        }
+        match remote_keys(p, &args) {
+            Ok(keys) => loaded.push((id, keys)),
+            Err(e) => println!("[info] provider {}: no keys: {}", p.name, e),
         }
     }
     let mut gate = Gate::new(settings);

@@ -4,7 +4,7 @@
 //! headers and the time and turns the returned [`policy::decision::Decision`] into host
 //! calls, the split rustls and Kuadrant's wasm-shim use.
 //!
-//! From the bottom up: [`support`] (bytes, bounded caches), [`request`] (the request's canonical form),
+//! From the bottom up: [`support`] (bytes, bounded caches), [`provider`] (a provider's id), [`request`] (the request's canonical form),
 //! [`token`] (finding and verifying a token), [`keys`] (key sets and their sync),
 //! [`introspection`] (RFC 7662), [`policy`] (rules and decisions), [`config`] (the
 //! configuration compiled into settings), and [`engine`] (a request's decision, its caches,
@@ -16,6 +16,7 @@ pub mod engine;
 pub mod introspection;
 pub mod keys;
 pub mod policy;
+pub mod provider;
 pub mod request;
 pub mod support;
 pub mod token;

@@ -13,6 +13,7 @@ use crate::policy::rules::{
     Access, ClaimRequirement, ClaimTest, HostMatch, NameRequirement, OrgSource, PathMatch,
     Requirements, RoleRequirement, RouteMatch, RouteRule, RouteTable, SetMode,
 };
+use crate::provider::ProviderId;
 use crate::request::edge;
 use crate::support::cache::CacheLimits;
 use crate::token::alg::{Alg, AlgSet};
@@ -125,6 +126,19 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The provider `id` names, if it is one of these settings'.
+    pub fn provider(&self, id: ProviderId) -> Option<&Provider> {
+        self.providers.get(id.index())
+    }
+
+    /// The providers with their ids, in configuration order.
+    pub fn providers_by_id(&self) -> impl Iterator<Item = (ProviderId, &Provider)> {
+        self.providers
+            .iter()
+            .enumerate()
+            .map(|(n, p)| (ProviderId::nth(n), p))
+    }
+
     /// Drops the claims no rule or forwarded header reads. Builds a new map rather than
     /// `retain`ing: an emptied map would keep its node (hundreds of bytes per cached token).
     pub fn keep_used_claims(&self, claims: &mut Map<String, Value>) {
@@ -994,7 +1008,7 @@ fn compile_rule(
                 ),
             )
         })?;
-        provider_ids.push(id);
+        provider_ids.push(ProviderId::nth(id));
     }
     let has_requirements = cfg.audiences.is_some()
         || cfg.roles.is_some()

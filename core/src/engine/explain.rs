@@ -7,6 +7,7 @@ use crate::config::settings::KeySource;
 use crate::engine::gate::{Gate, Request, Verdict};
 use crate::policy::decision::{Decision, Outcome};
 use crate::policy::rules::{Access, Requirements, RouteKey};
+use crate::provider::ProviderId;
 use crate::token::extract::{self, Extraction};
 use crate::token::jwt;
 use crate::token::principal::Principal;
@@ -122,8 +123,8 @@ pub fn explain(gate: &mut Gate, req: &Request<'_>, now_ms: u64) -> Explanation {
                         format!("more than max_token_bytes ({})", settings.max_token_bytes),
                     );
                 } else if !jwt::looks_like_jwt(&token) {
-                    let introspector = settings.providers.iter().enumerate().find(|(i, p)| {
-                        (rule.providers.is_empty() || rule.providers.contains(i))
+                    let introspector = settings.providers_by_id().find(|(id, p)| {
+                        (rule.providers.is_empty() || rule.providers.contains(id))
                             && p.introspection.is_some()
                     });
                     match introspector {
@@ -195,7 +196,7 @@ fn jwt_steps(
     gate: &Gate,
     steps: &mut Vec<Step>,
     claims_out: &mut Option<Map<String, Value>>,
-    rule_providers: Vec<usize>,
+    rule_providers: Vec<ProviderId>,
     requirements: Option<&Requirements>,
     req: &Request<'_>,
     token: &str,
@@ -240,7 +241,7 @@ fn jwt_steps(
         ),
     );
     let mut any = false;
-    for (index, provider) in settings.providers.iter().enumerate() {
+    for (index, provider) in settings.providers_by_id() {
         if !(rule_providers.is_empty() || rule_providers.contains(&index)) {
             continue;
         }

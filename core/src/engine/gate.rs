@@ -7,6 +7,7 @@ use crate::introspection::{token_key, Introspected, IntrospectionError};
 use crate::keys::jwks::KeySet;
 use crate::policy::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
 use crate::policy::rules::{Access, OrgSource, Requirements, RouteKey, RouteRule, Shortfall};
+use crate::provider::ProviderId;
 use crate::request::edge;
 use crate::request::headers::HeaderMap;
 use crate::support::cache::BoundedCache;
@@ -44,7 +45,7 @@ impl<'a> Request<'a> {
 /// A token that passed signature, issuer and time checks for one provider.
 #[derive(Debug)]
 pub struct VerifiedToken {
-    pub provider: usize,
+    pub provider: ProviderId,
     pub kid: Option<String>,
     pub exp: Option<u64>,
     pub nbf: Option<u64>,
@@ -132,7 +133,7 @@ impl std::fmt::Debug for PendingIntrospection {
 /// decide again with waiting disallowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wait {
-    pub provider: usize,
+    pub provider: ProviderId,
     pub reason: WaitReason,
     pub deadline: u64,
     /// For [`WaitReason::Introspection`].
@@ -225,19 +226,19 @@ impl Gate {
     /// Stores an introspection answer (or failure) for the token with this key.
     pub fn record_introspection(
         &mut self,
-        provider: usize,
+        provider: ProviderId,
         key: &str,
         answer: Result<Introspected, IntrospectionError>,
         now_ms: u64,
     ) {
         let now = now_ms / 1000;
-        let Some(p) = self.settings.providers.get(provider) else {
+        let Some(p) = self.settings.provider(provider) else {
             return;
         };
         let Some(settings) = &p.introspection else {
             return;
         };
-        let Some(Some(cache)) = self.introspected.get_mut(provider) else {
+        let Some(Some(cache)) = self.introspected.get_mut(provider.index()) else {
             return;
         };
         // Every entry outlives the answer's arrival, so that the requests waiting for it find
@@ -292,14 +293,14 @@ impl Gate {
     }
 
     /// The host's latest view of a remote provider's keys.
-    pub fn set_key_view(&mut self, provider: usize, view: KeyView) {
-        if let Some(slot) = self.views.get_mut(provider) {
+    pub fn set_key_view(&mut self, provider: ProviderId, view: KeyView) {
+        if let Some(slot) = self.views.get_mut(provider.index()) {
             *slot = Some(view);
         }
     }
 
-    pub fn key_view(&self, provider: usize) -> Option<&KeyView> {
-        self.views.get(provider).and_then(Option::as_ref)
+    pub fn key_view(&self, provider: ProviderId) -> Option<&KeyView> {
+        self.views.get(provider.index()).and_then(Option::as_ref)
     }
 
     /// A 400 for a request tokengate cannot read the way the upstream will (see
@@ -459,9 +460,9 @@ impl Gate {
         let verified = match checked {
             Authentication::Verified(verified, cache) => {
                 note_cache(&mut decision, cache);
-                let jwt_introspected = settings.providers[verified.provider]
-                    .introspection
-                    .as_ref()
+                let jwt_introspected = settings
+                    .provider(verified.provider)
+                    .and_then(|p| p.introspection.as_ref())
                     .is_some_and(|i| i.introspect_jwts);
                 if !opaque && jwt_introspected {
                     decision.introspection_cache = CacheUse::Hit;
@@ -488,7 +489,19 @@ impl Gate {
                 ));
             }
         };
-        let provider = &settings.providers[verified.provider];
+        let Some(provider) = settings.provider(verified.provider) else {
+            // A token verified under these settings names one of their providers; anything
+            // else is refused rather than checked against another provider's rules.
+            let why = TokenError::UnknownIssuer(None).to_string();
+            let denial = Denial::invalid_token(realm, &why);
+            return Verdict::Decided(finish_denied(
+                decision,
+                settings,
+                DenyReason::Issuer,
+                denial,
+                why,
+            ));
+        };
         let no_requirements = Requirements::default();
         let requirements = requirements.unwrap_or(&no_requirements);
         let audiences = requirements
@@ -597,11 +610,11 @@ fn authenticate(
             CacheUse::NotUsed,
         );
     }
-    let allowed = |p: usize| rule.providers.is_empty() || rule.providers.contains(&p);
+    let allowed = |p: ProviderId| rule.providers.is_empty() || rule.providers.contains(&p);
 
     if let Some(hit) = cache.get(token, now) {
         if allowed(hit.provider) {
-            let skew = settings.providers[hit.provider].clock_skew;
+            let skew = settings.provider(hit.provider).map_or(0, |p| p.clock_skew);
             return match verify::check_time(hit.exp, hit.nbf, now, skew) {
                 Ok(()) => also_introspect(
                     settings,
@@ -621,13 +634,11 @@ fn authenticate(
     }
 
     if !jwt::looks_like_jwt(token) {
-        if let Some(index) = settings
-            .providers
-            .iter()
-            .enumerate()
-            .position(|(i, p)| allowed(i) && p.introspection.is_some())
+        if let Some((id, _)) = settings
+            .providers_by_id()
+            .find(|(id, p)| allowed(*id) && p.introspection.is_some())
         {
-            return introspect(settings, introspected, index, token, None, now_ms, may_wait);
+            return introspect(settings, introspected, id, token, None, now_ms, may_wait);
         }
     }
     let jwt = match jwt::parse(token) {
@@ -640,7 +651,7 @@ fn authenticate(
     };
     let iss = jwt.claims.iss.as_deref();
     let mut first_error = None;
-    for (index, provider) in settings.providers.iter().enumerate() {
+    for (index, provider) in settings.providers_by_id() {
         if !allowed(index) || !provider.accepts_issuer(iss) {
             continue;
         }
@@ -653,7 +664,7 @@ fn authenticate(
             first_error.get_or_insert(e);
             continue;
         }
-        let view = views.get(index).and_then(Option::as_ref);
+        let view = views.get(index.index()).and_then(Option::as_ref);
         let keys: &KeySet = match (&provider.keys, view) {
             (KeySource::Inline(keys), _) => keys,
             (KeySource::Remote(_), Some(view)) => match view.usable(now_ms) {
@@ -751,9 +762,9 @@ fn also_introspect(
     may_wait: bool,
 ) -> Authentication {
     let provider = verified.provider;
-    let wanted = settings.providers[provider]
-        .introspection
-        .as_ref()
+    let wanted = settings
+        .provider(provider)
+        .and_then(|p| p.introspection.as_ref())
         .is_some_and(|i| i.introspect_jwts);
     if !wanted {
         return Authentication::Verified(verified, cache_use);
@@ -777,16 +788,19 @@ fn also_introspect(
 fn introspect(
     settings: &Settings,
     introspected: &mut [Option<BoundedCache<IntrospectionEntry>>],
-    provider: usize,
+    provider: ProviderId,
     token: &str,
     jwt: Option<Rc<VerifiedToken>>,
     now_ms: u64,
     may_wait: bool,
 ) -> Authentication {
     let now = now_ms / 1000;
-    let p = &settings.providers[provider];
-    let (Some(Some(cache)), Some(config)) = (introspected.get_mut(provider), &p.introspection)
-    else {
+    let p = settings.provider(provider);
+    let (Some(Some(cache)), Some(p), Some(config)) = (
+        introspected.get_mut(provider.index()),
+        p,
+        p.and_then(|p| p.introspection.as_ref()),
+    ) else {
         return Authentication::Failed(
             TokenError::NoKeyForAlg(crate::token::alg::Alg::Rs256),
             CacheUse::NotUsed,
@@ -836,7 +850,7 @@ fn introspection_unavailable(
 /// A [`VerifiedToken`] from an active introspection answer, checked like a JWT's claims
 /// (issuer, time); audience and requirements are checked per route as for JWTs.
 fn verified_from_answer(
-    index: usize,
+    index: ProviderId,
     provider: &crate::config::settings::Provider,
     members: Map<String, Value>,
 ) -> Result<VerifiedToken, IntrospectionError> {
@@ -1014,7 +1028,9 @@ fn forwarded_headers(
         push(h, token.principal.scopes.join(","));
     }
     if let Some(h) = &fwd.provider_header {
-        push(h, settings.providers[token.provider].name.clone());
+        if let Some(p) = settings.provider(token.provider) {
+            push(h, p.name.clone());
+        }
     }
     (out, oversized)
 }
@@ -1044,6 +1060,8 @@ fn header_value(value: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: ProviderId = ProviderId::FIRST;
 
     const HS256_SECRET: &[u8] = b"a test secret of thirty-two bytes";
 
@@ -1152,7 +1170,7 @@ mod tests {
         let headers = opaque_request("opaque-token-bytes");
         let now_ms = 1_000_000_000;
         let key = awaited_key(&mut gate, &headers, now_ms);
-        gate.record_introspection(0, &key, Ok(answer_with_exp(2_000_000)), now_ms);
+        gate.record_introspection(P, &key, Ok(answer_with_exp(2_000_000)), now_ms);
         let Some(Some(cache)) = gate.introspected.get_mut(0) else {
             panic!("no introspection cache")
         };
@@ -1239,7 +1257,7 @@ mod tests {
         let headers = opaque_request("opaque-token-1");
         let now_ms = 1_000_000_000;
         let key = awaited_key(&mut gate, &headers, now_ms);
-        gate.record_introspection(0, &key, Ok(answer_with_exp(1_000_000 - 5)), now_ms);
+        gate.record_introspection(P, &key, Ok(answer_with_exp(1_000_000 - 5)), now_ms);
         match gate.evaluate(&Request::new(&headers), now_ms + 10, true) {
             Verdict::Decided(d) => assert_eq!(d.outcome, Outcome::Allowed, "{}", d.detail),
             Verdict::Wait(_) => panic!("the answer was stored already expired"),
@@ -1252,7 +1270,7 @@ mod tests {
         let headers = opaque_request("opaque-token-2");
         let now_ms = 1_000_000_000;
         let key = awaited_key(&mut gate, &headers, now_ms);
-        gate.record_introspection(0, &key, Ok(answer_with_exp(1_000_000 - 200)), now_ms);
+        gate.record_introspection(P, &key, Ok(answer_with_exp(1_000_000 - 200)), now_ms);
         // Refused as expired for the negative TTL, never a new callout (Wait) meanwhile.
         for later_ms in [0, 5_000, 9_000] {
             match gate.evaluate(&Request::new(&headers), now_ms + later_ms, true) {
@@ -1279,7 +1297,7 @@ mod tests {
         let Value::Object(members) = members else {
             unreachable!()
         };
-        gate.record_introspection(0, &key, Ok(Introspected::Active(members)), now_ms);
+        gate.record_introspection(P, &key, Ok(Introspected::Active(members)), now_ms);
         match gate.evaluate(&Request::new(&headers), now_ms + 9_000, true) {
             Verdict::Decided(d) => {
                 assert_eq!(d.denial.as_ref().map(|x| x.status), Some(503));

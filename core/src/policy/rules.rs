@@ -1,6 +1,7 @@
 //! Route rules: which requests a rule covers, and what a token must grant there.
 
 use crate::policy::audience::AudienceSet;
+use crate::provider::ProviderId;
 use crate::token::principal::{ClaimPath, Principal};
 use regex_lite::Regex;
 use serde_json::{Map, Value};
@@ -260,8 +261,8 @@ pub struct RouteRule {
     pub name: String,
     pub route: RouteMatch,
     pub access: Access,
-    /// Indices of the providers whose tokens count here; empty means all.
-    pub providers: Vec<usize>,
+    /// The providers whose tokens count here; empty means all.
+    pub providers: Vec<ProviderId>,
     pub dry_run: bool,
 }
 
