@@ -98,8 +98,8 @@ fn explain_agrees_with_envoy_and_never_prints_the_token() {
     let foreign = key.sign(&claims("https://i.test", &["other"], json!({})));
     for (token, route, allowed, why) in [
         (&user, "/orders", true, "[ok]   signature"),
-        (&user, "/admin/x", false, "[FAIL] scopes"),
-        (&admin, "/admin/x", true, "[ok]   scopes"),
+        (&user, "/admin/x", false, "[FAIL] requirements"),
+        (&admin, "/admin/x", true, "[ok]   requirements"),
         (&foreign, "/orders", false, "[FAIL] audience"),
     ] {
         let (code, out) = tokengate(&[
@@ -128,5 +128,5 @@ fn explain_fetches_remote_keys() {
     let token = idp::token(&idp, "svc-reader");
     let (code, out) = tokengate(&["explain", "--config", &path, "--token", &token]);
     assert_eq!(code, 0, "{}", out);
-    assert!(out.contains("roles [\"reader\"]"), "{}", out);
+    assert!(out.contains("roles: reader;"), "{}", out);
 }

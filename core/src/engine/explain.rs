@@ -1,17 +1,11 @@
-//! Why a request gets the answer it gets: the checks the filter makes, one by one, for the
-//! `tokengate explain` command. The verdict itself always comes from [`Gate::evaluate`]; the
-//! steps re-run the same checks to say which passed and which failed. The token is never
-//! part of the output.
+//! Why a request gets the answer it gets, for the `tokengate explain` command: the engine
+//! itself ([`Gate::evaluate_traced`]) reports each check as it takes it, so the steps are the
+//! filter's own and cannot drift from it. The token is never part of the output.
 
-use crate::config::settings::KeySource;
-use crate::engine::gate::{Gate, Request, Verdict};
+use crate::engine::gate::{Gate, Request, Trace, Verdict};
 use crate::policy::decision::{Decision, Outcome};
-use crate::policy::rules::{Access, Requirements, RouteKey};
-use crate::provider::ProviderId;
 use crate::token::extract::{self, Extraction};
 use crate::token::jwt;
-use crate::token::principal::Principal;
-use crate::token::verify::{self, TokenError};
 use serde_json::{Map, Value};
 
 /// One check and its result (`None`: information only).
@@ -32,131 +26,30 @@ pub struct Explanation {
     pub decision: Option<Decision>,
 }
 
-fn step(steps: &mut Vec<Step>, check: &str, passed: Option<bool>, detail: impl Into<String>) {
-    steps.push(Step {
-        check: check.to_owned(),
-        passed,
-        detail: detail.into(),
-    });
-}
+/// Records the engine's steps.
+struct Steps(Vec<Step>);
 
-fn when(now: u64, t: u64) -> String {
-    if t >= now {
-        format!("{} (in {} s)", t, t - now)
-    } else {
-        format!("{} ({} s ago)", t, now - t)
+impl Trace for Steps {
+    const ON: bool = true;
+    fn step(&mut self, check: &'static str, passed: Option<bool>, detail: String) {
+        self.0.push(Step {
+            check: check.to_owned(),
+            passed,
+            detail,
+        });
     }
 }
 
-/// Explains the decision for `req` at `now_ms`.
+/// Explains the decision for `req` at `now_ms`. Nothing waits here: keys not fetched and
+/// introspection answers not cached are reported as the filter would find them at once.
 pub fn explain(gate: &mut Gate, req: &Request<'_>, now_ms: u64) -> Explanation {
-    let now = now_ms / 1000;
-    let mut steps = Vec::new();
-    let mut claims_out = None;
-    let settings = gate.settings();
-    let method = req.header(":method").unwrap_or_default();
-    let full_path = req.header(":path").unwrap_or_default();
-    let path = full_path.split(['?', '#']).next().unwrap_or_default();
-    let authority = req.header(":authority").unwrap_or_default();
-    let host = match crate::request::edge::canonical_host(&authority) {
-        Ok(host) => host,
-        Err(e) => {
-            step(&mut steps, "request", Some(false), e.to_string());
-            ""
-        }
-    };
-    if settings.require_normal_paths {
-        if let Err(e) = crate::request::edge::check_path(path) {
-            step(&mut steps, "request", Some(false), e.to_string());
-        }
-    }
-    let rule = settings.routes.select(&RouteKey {
-        method: &method,
-        path,
-        host,
-    });
-    let access = match &rule.access {
-        Access::Deny => "deny".to_owned(),
-        Access::Anonymous => "anonymous allowed".to_owned(),
-        Access::Token(_) => "a valid token".to_owned(),
-    };
-    step(
-        &mut steps,
-        "rule",
-        None,
-        format!(
-            "{} {} (host {}) matches rule {:?}: {}",
-            method, path, host, rule.name, access
-        ),
-    );
-
-    let requirements = match &rule.access {
-        Access::Token(r) => Some(r.clone()),
-        _ => None,
-    };
-    if !matches!(rule.access, Access::Deny) {
-        match extract::extract(&settings.sources, req.headers, &full_path) {
-            Extraction::Missing => step(
-                &mut steps,
-                "token",
-                Some(requirements.is_none()),
-                "no token in the request",
-            ),
-            Extraction::Invalid(e) => step(&mut steps, "token", Some(false), e.to_string()),
-            Extraction::Found { token, source } => {
-                let from = settings
-                    .sources
-                    .get(source)
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                step(
-                    &mut steps,
-                    "token",
-                    Some(true),
-                    format!("{} bytes from {}", token.len(), from),
-                );
-                if token.len() > settings.max_token_bytes {
-                    step(
-                        &mut steps,
-                        "size",
-                        Some(false),
-                        format!("more than max_token_bytes ({})", settings.max_token_bytes),
-                    );
-                } else if !jwt::looks_like_jwt(&token) {
-                    let introspector = settings.providers_by_id().find(|(id, p)| {
-                        (rule.providers.is_empty() || rule.providers.contains(id))
-                            && p.introspection.is_some()
-                    });
-                    match introspector {
-                        Some((_, p)) => step(
-                            &mut steps,
-                            "introspection",
-                            None,
-                            format!("an opaque token: provider {} introspects it (explain does not call the endpoint)", p.name),
-                        ),
-                        None => step(&mut steps, "structure", Some(false), "not a JWT, and no provider of this rule introspects opaque tokens"),
-                    }
-                } else {
-                    jwt_steps(
-                        gate,
-                        &mut steps,
-                        &mut claims_out,
-                        rule.providers.clone(),
-                        requirements.as_ref(),
-                        req,
-                        &token,
-                        now,
-                    );
-                }
-            }
-        }
-    }
-
-    let decision = match gate.evaluate(req, now_ms, false) {
+    let mut steps = Steps(Vec::new());
+    let decision = match gate.evaluate_traced(req, now_ms, false, &mut steps) {
         Verdict::Decided(d) => Some(d),
         Verdict::Wait(_) => None,
     };
-    match &decision {
+    let mut steps = steps.0;
+    let detail = match &decision {
         Some(d) => {
             let status = match (d.outcome, &d.denial) {
                 (Outcome::Allowed, _) => "allowed: the request goes upstream".to_owned(),
@@ -170,262 +63,144 @@ pub fn explain(gate: &mut Gate, req: &Request<'_>, now_ms: u64) -> Explanation {
             } else {
                 " [dry run: let through anyway]"
             };
-            step(
-                &mut steps,
-                "decision",
-                Some(d.outcome == Outcome::Allowed),
-                format!("{}{}", status, mode),
-            );
+            format!("{}{}", status, mode)
         }
-        None => step(
-            &mut steps,
-            "decision",
-            None,
-            "the filter would wait for keys or an introspection answer",
-        ),
-    }
+        None => "the filter would wait for keys or an introspection answer".to_owned(),
+    };
+    steps.push(Step {
+        check: "decision".into(),
+        passed: decision.as_ref().map(|d| d.outcome == Outcome::Allowed),
+        detail,
+    });
     Explanation {
         steps,
-        claims: claims_out,
+        claims: token_claims(gate, req),
         decision,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn jwt_steps(
-    gate: &Gate,
-    steps: &mut Vec<Step>,
-    claims_out: &mut Option<Map<String, Value>>,
-    rule_providers: Vec<ProviderId>,
-    requirements: Option<&Requirements>,
-    req: &Request<'_>,
-    token: &str,
-    now: u64,
-) {
+/// The claims of the request's token, when it is a JWT (shown beside the steps).
+fn token_claims(gate: &Gate, req: &Request<'_>) -> Option<Map<String, Value>> {
     let settings = gate.settings();
-    let parsed = match jwt::parse(token) {
-        Ok(p) => p,
-        Err(m) => return step(steps, "structure", Some(false), m.to_string()),
-    };
-    step(
-        steps,
-        "structure",
-        Some(true),
-        format!(
-            "JWT, alg {}, kid {}",
-            parsed.alg,
-            parsed.kid.as_deref().unwrap_or("(none)")
-        ),
-    );
-    *claims_out = Some(parsed.claims.all.clone());
-    let c = &parsed.claims;
-    let times = [("exp", c.exp), ("nbf", c.nbf)]
-        .iter()
-        .filter_map(|(n, t)| t.map(|t| format!("{} {}", n, when(now, t))))
-        .collect::<Vec<_>>()
-        .join(", ");
-    step(
-        steps,
-        "claims",
-        None,
-        format!(
-            "iss {:?}, sub {:?}, aud {:?}{}",
-            c.iss.as_deref().unwrap_or(""),
-            c.sub.as_deref().unwrap_or(""),
-            c.aud,
-            if times.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", times)
-            }
-        ),
-    );
-    let mut any = false;
-    for (index, provider) in settings.providers_by_id() {
-        if !(rule_providers.is_empty() || rule_providers.contains(&index)) {
-            continue;
-        }
-        let name = format!("provider {}", provider.name);
-        if !provider.accepts_issuer(c.iss.as_deref()) {
-            step(
-                steps,
-                &name,
-                Some(false),
-                format!(
-                    "expects issuer {:?}",
-                    provider.issuer.as_deref().unwrap_or("")
-                ),
-            );
-            continue;
-        }
-        any = true;
-        step(steps, &name, Some(true), "issuer matches");
-        let time = verify::check_time(c.exp, c.nbf, now, provider.clock_skew);
-        step(
-            steps,
-            "time",
-            Some(time.is_ok()),
-            match &time {
-                Ok(()) => format!("within exp/nbf (clock skew {} s)", provider.clock_skew),
-                Err(e) => e.to_string(),
-            },
-        );
-        let rules = verify::check_claims(&parsed, &provider.jwt_rules, provider.clock_skew, now);
-        step(
-            steps,
-            "claim rules",
-            Some(rules.is_ok()),
-            match &rules {
-                Ok(()) => format!(
-                    "required claims present ({})",
-                    provider.jwt_rules.required_claims.join(", ")
-                ),
-                Err(e) => e.to_string(),
-            },
-        );
-        let keys = match &provider.keys {
-            KeySource::Inline(k) => Some(std::rc::Rc::clone(k)),
-            KeySource::Remote(_) => gate.key_view(index).and_then(|v| v.keys.clone()),
-            KeySource::None => None,
-        };
-        let Some(keys) = keys else {
-            step(
-                steps,
-                "signature",
-                Some(false),
-                "no keys for this provider (remote keys not fetched)",
-            );
-            continue;
-        };
-        let sig = verify::verify_signature(&parsed, &keys, provider.algorithms);
-        step(
-            steps,
-            "signature",
-            Some(sig.is_ok()),
-            match &sig {
-                Ok(()) => format!("valid ({} key(s) in the set)", keys.len()),
-                Err(e) => e.to_string(),
-            },
-        );
-        if sig.is_err() || time.is_err() || rules.is_err() {
-            continue;
-        }
-        let audiences = requirements
-            .and_then(|r| r.audiences.as_ref())
-            .unwrap_or(&provider.audiences);
-        let aud_ok = audiences.accepts(&c.aud);
-        step(
-            steps,
-            "audience",
-            Some(aud_ok),
-            if audiences.is_empty() {
-                "no audience configured: any".to_owned()
-            } else {
-                format!(
-                    "accepted: {:?}{}",
-                    audiences.values(),
-                    if aud_ok {
-                        ""
-                    } else {
-                        "; the token has none of them"
-                    }
-                )
-            },
-        );
-        let principal = Principal::from_claims(&c.all, &provider.claims);
-        step(
-            steps,
-            "grants",
-            None,
-            format!(
-                "roles {:?}, permissions {:?}, scopes {:?}",
-                principal.role_names().collect::<Vec<_>>(),
-                principal.permissions,
-                principal.scopes
-            ),
-        );
-        if let Some(r) = requirements {
-            requirement_steps(steps, r, &principal, &c.all, req);
-        }
-    }
-    if !any {
-        step(
-            steps,
-            "provider",
-            Some(false),
-            TokenError::UnknownIssuer(c.iss.clone()).to_string(),
-        );
+    let path = req.header(":path").unwrap_or_default();
+    match extract::extract(&settings.sources, req.headers, &path) {
+        Extraction::Found { token, .. } => jwt::parse(&token).ok().map(|j| j.claims.all),
+        Extraction::Missing | Extraction::Invalid(_) => None,
     }
 }
 
-fn requirement_steps(
-    steps: &mut Vec<Step>,
-    r: &Requirements,
-    principal: &Principal,
-    claims: &Map<String, Value>,
-    req: &Request<'_>,
-) {
-    let header = |name: &str| req.header(name).map(|v| v.into_owned());
-    let mut check = |name: &str, part: Requirements, what: String| {
-        let result = part.check(principal, claims, &header);
-        step(
-            steps,
-            name,
-            Some(result.is_ok()),
-            match result {
-                Ok(()) => what,
-                Err(shortfall) => format!("{}: not met ({:?})", what, shortfall),
-            },
-        );
-    };
-    if let Some(roles) = &r.roles {
-        let what = format!(
-            "roles {:?} {:?}{}",
-            roles.roles.mode,
-            roles.roles.names,
-            roles
-                .org
-                .as_ref()
-                .map(|o| format!(" in {:?}", o))
-                .unwrap_or_default()
-        );
-        check(
-            "roles",
-            Requirements {
-                roles: Some(roles.clone()),
-                ..Requirements::default()
-            },
-            what,
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::headers::HeaderMap;
+    use crate::support::b64;
+
+    const SECRET: &[u8] = b"a test secret of thirty-two bytes";
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    /// A gate for one provider with an inline HS256 key; `extra` is merged into the provider.
+    fn gate(extra: serde_json::Value, rules: serde_json::Value) -> Gate {
+        let mut provider = serde_json::json!({
+            "issuer": "https://issuer.test", "audiences": ["api"], "algorithms": ["HS256"],
+            "jwks": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": b64::encode(SECRET)}]}
+        });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            provider[k] = v.clone();
+        }
+        let config = serde_json::json!({
+            "providers": {"p": provider}, "rules": rules, "default": "authenticated"
+        });
+        let (settings, _) = crate::config::settings::compile_str(&config.to_string()).unwrap();
+        Gate::new(settings)
     }
-    if let Some(p) = &r.permissions {
-        check(
-            "permissions",
-            Requirements {
-                permissions: Some(p.clone()),
-                ..Requirements::default()
-            },
-            format!("permissions {:?} {:?}", p.mode, p.names),
+
+    fn token() -> String {
+        let header = b64::encode(br#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#);
+        let claims = format!(
+            r#"{{"iss":"https://issuer.test","aud":"api","sub":"u1","exp":{}}}"#,
+            NOW_MS / 1000 + 600
         );
+        let input = format!("{}.{}", header, b64::encode(claims.as_bytes()));
+        let mac = hmac_sha256::HMAC::mac(input.as_bytes(), SECRET);
+        format!("{}.{}", input, b64::encode(&mac))
     }
-    if let Some(s) = &r.scopes {
-        check(
-            "scopes",
-            Requirements {
-                scopes: Some(s.clone()),
-                ..Requirements::default()
-            },
-            format!("scopes {:?} {:?}", s.mode, s.names),
-        );
+
+    fn request(authority: &str) -> HeaderMap {
+        HeaderMap::from_pairs([
+            (":method", "GET".to_owned()),
+            (":path", "/orders".to_owned()),
+            (":authority", authority.to_owned()),
+            ("authorization", format!("Bearer {}", token())),
+        ])
     }
-    for c in &r.claims {
-        check(
-            "claim",
-            Requirements {
-                claims: vec![c.clone()],
-                ..Requirements::default()
-            },
-            format!("{} {:?}", c.path, c.test),
+
+    fn status(decision: &Option<Decision>) -> u16 {
+        match decision {
+            Some(d) if d.outcome == Outcome::Allowed => 200,
+            Some(d) => d.denial.as_ref().map_or(0, |r| r.status),
+            None => 0,
+        }
+    }
+
+    fn filter_status(gate: &mut Gate, headers: &HeaderMap) -> u16 {
+        match gate.evaluate(&Request::new(headers), NOW_MS, false) {
+            Verdict::Decided(d) => status(&Some(d)),
+            Verdict::Wait(_) => 0,
+        }
+    }
+
+    fn step<'a>(e: &'a Explanation, check: &str) -> &'a Step {
+        e.steps
+            .iter()
+            .find(|s| s.check == check)
+            .unwrap_or_else(|| panic!("no {} step in {:?}", check, e.steps))
+    }
+
+    #[test]
+    fn an_ipv6_authority_with_a_port_selects_the_rule_of_its_host() {
+        let rules = serde_json::json!([{"name": "loopback-v6", "match": {"hosts": ["[::1]"]}, "deny": true}]);
+        let mut gate = gate(serde_json::json!({}), rules);
+        let headers = request("[::1]:8080");
+        let explained = explain(&mut gate, &Request::new(&headers), NOW_MS);
+        assert!(
+            step(&explained, "rule").detail.contains("rule loopback-v6"),
+            "{:?}",
+            explained.steps
         );
+        assert_eq!(status(&explained.decision), 403);
+        assert_eq!(filter_status(&mut gate, &headers), 403);
+    }
+
+    #[test]
+    fn a_provider_that_introspects_jwts_is_reported_as_the_filter_decides() {
+        let introspection = serde_json::json!({"introspection": {
+            "cluster": "idp", "endpoint": "http://idp.test/introspect",
+            "client_id": "gate", "client_secret": "s3cret", "introspect_jwts": true
+        }});
+        let mut gate = gate(introspection, serde_json::json!([]));
+        let headers = request("api.test");
+        let explained = explain(&mut gate, &Request::new(&headers), NOW_MS);
+        let introspection = step(&explained, "introspection");
+        assert_eq!(introspection.passed, None);
+        assert!(
+            introspection.detail.contains("introspect_jwts"),
+            "{}",
+            introspection.detail
+        );
+        assert_eq!(step(&explained, "signature").passed, Some(true));
+        assert_eq!(status(&explained.decision), 503);
+        assert_eq!(filter_status(&mut gate, &headers), 503);
+    }
+
+    #[test]
+    fn no_step_repeats_the_token() {
+        let mut gate = gate(serde_json::json!({}), serde_json::json!([]));
+        let headers = request("api.test");
+        let explained = explain(&mut gate, &Request::new(&headers), NOW_MS);
+        let signature = token().rsplit('.').next().unwrap_or_default().to_owned();
+        for s in &explained.steps {
+            assert!(!s.detail.contains(&signature), "{:?}", s);
+        }
+        assert_eq!(status(&explained.decision), 200);
     }
 }

@@ -168,19 +168,56 @@ pub enum Verdict {
     Wait(Wait),
 }
 
-/// The engine of one filter configuration.
+/// The engine of one filter configuration: its settings, which never change, and what one
+/// VM learns while it runs ([`Learned`]).
 pub struct Gate {
     settings: Settings,
-    cache: BoundedCache<VerifiedToken>,
-    /// Per provider; `None` for inline keys.
-    views: Vec<Option<KeyView>>,
-    /// Per provider with introspection, keyed by the token's hex SHA-256.
-    introspected: Vec<Option<BoundedCache<IntrospectionEntry>>>,
+    learned: Learned,
     /// Whether allowed decisions carry a `detail` (formatting it is a good part of a cache
     /// hit's work, and only a trace log reads it).
     describe_allowed: bool,
     /// Rules whose oversized forwarded headers were already reported.
     oversize_reported: Vec<String>,
+}
+
+/// What one VM learns while a configuration runs: verified tokens, introspection answers and
+/// its view of remote keys, each per provider where it is a provider's.
+struct Learned {
+    tokens: BoundedCache<VerifiedToken>,
+    /// Per provider; `None` for inline keys.
+    views: Vec<Option<KeyView>>,
+    /// Per provider with introspection, keyed by the token's hex SHA-256.
+    introspected: Vec<Option<BoundedCache<IntrospectionEntry>>>,
+}
+
+/// Where the engine reports each check as it takes it. The filter passes [`NoTrace`], whose
+/// steps compile to nothing; `tokengate explain` records them ([`crate::engine::explain`]), so
+/// that what it prints is what the filter does.
+pub trait Trace {
+    /// Whether steps are recorded at all: their details are only formatted when they are.
+    const ON: bool;
+    /// One check: its name, whether it passed (`None`: information), and what was found.
+    fn step(&mut self, check: &'static str, passed: Option<bool>, detail: String);
+}
+
+/// The filter's trace: nothing recorded.
+pub struct NoTrace;
+
+impl Trace for NoTrace {
+    const ON: bool = false;
+    fn step(&mut self, _check: &'static str, _passed: Option<bool>, _detail: String) {}
+}
+
+/// Reports a step, formatting its detail only when the trace records.
+fn note<T: Trace>(
+    trace: &mut T,
+    check: &'static str,
+    passed: Option<bool>,
+    detail: impl FnOnce() -> String,
+) {
+    if T::ON {
+        trace.step(check, passed, detail());
+    }
 }
 
 /// How long a failed introspection (no answer, an error status, an answer that is not RFC
@@ -209,9 +246,11 @@ impl Gate {
             .collect();
         Gate {
             settings,
-            cache,
-            views,
-            introspected,
+            learned: Learned {
+                tokens: cache,
+                views,
+                introspected,
+            },
             describe_allowed: true,
             oversize_reported: Vec::new(),
         }
@@ -238,7 +277,7 @@ impl Gate {
         let Some(settings) = &p.introspection else {
             return;
         };
-        let Some(Some(cache)) = self.introspected.get_mut(provider.index()) else {
+        let Some(Some(cache)) = self.learned.introspected.get_mut(provider.index()) else {
             return;
         };
         // Every entry outlives the answer's arrival, so that the requests waiting for it find
@@ -285,22 +324,31 @@ impl Gate {
     /// their bytes).
     pub fn cache_sizes(&self) -> (usize, usize, usize, usize) {
         let (entries, bytes) = self
+            .learned
             .introspected
             .iter()
             .flatten()
             .fold((0, 0), |(e, b), c| (e + c.len(), b + c.bytes()));
-        (self.cache.len(), self.cache.bytes(), entries, bytes)
+        (
+            self.learned.tokens.len(),
+            self.learned.tokens.bytes(),
+            entries,
+            bytes,
+        )
     }
 
     /// The host's latest view of a remote provider's keys.
     pub fn set_key_view(&mut self, provider: ProviderId, view: KeyView) {
-        if let Some(slot) = self.views.get_mut(provider.index()) {
+        if let Some(slot) = self.learned.views.get_mut(provider.index()) {
             *slot = Some(view);
         }
     }
 
     pub fn key_view(&self, provider: ProviderId) -> Option<&KeyView> {
-        self.views.get(provider.index()).and_then(Option::as_ref)
+        self.learned
+            .views
+            .get(provider.index())
+            .and_then(Option::as_ref)
     }
 
     /// A 400 for a request tokengate cannot read the way the upstream will (see
@@ -335,6 +383,17 @@ impl Gate {
     /// whose token needs keys that are on their way gets [`Verdict::Wait`]; the host parks it
     /// and calls again, with `may_wait` false, once the keys change or the wait ends.
     pub fn evaluate(&mut self, req: &Request<'_>, now_ms: u64, may_wait: bool) -> Verdict {
+        self.evaluate_traced(req, now_ms, may_wait, &mut NoTrace)
+    }
+
+    /// [`Gate::evaluate`], reporting each check to `trace` as it is taken.
+    pub fn evaluate_traced<T: Trace>(
+        &mut self,
+        req: &Request<'_>,
+        now_ms: u64,
+        may_wait: bool,
+        trace: &mut T,
+    ) -> Verdict {
         let settings = &self.settings;
         let method = req.header(":method").unwrap_or_default();
         let full_path = req.header(":path").unwrap_or_default();
@@ -342,10 +401,14 @@ impl Gate {
         let authority = req.header(":authority").unwrap_or_default();
         let host = match edge::canonical_host(&authority) {
             Ok(host) => host,
-            Err(e) => return Verdict::Decided(self.refuse_edge(e)),
+            Err(e) => {
+                note(trace, "request", Some(false), || e.to_string());
+                return Verdict::Decided(self.refuse_edge(e));
+            }
         };
         if settings.require_normal_paths {
             if let Err(e) = edge::check_path(path) {
+                note(trace, "request", Some(false), || e.to_string());
                 return Verdict::Decided(self.refuse_edge(e));
             }
         }
@@ -353,6 +416,17 @@ impl Gate {
             method: &method,
             path,
             host,
+        });
+        note(trace, "rule", None, || {
+            let access = match &rule.access {
+                Access::Deny => "denies every request".to_owned(),
+                Access::Anonymous => "lets requests without a token through".to_owned(),
+                Access::Token(r) => describe_requirements(r),
+            };
+            format!(
+                "{} {} (host {}) matches rule {}, which {}",
+                method, path, host, rule.name, access
+            )
         });
         let mut decision = Decision {
             outcome: Outcome::Allowed,
@@ -392,6 +466,7 @@ impl Gate {
         if let Some(name) = org_header {
             if let Err(e) = edge::single_org(req.headers, name) {
                 let why = e.to_string();
+                note(trace, "request", Some(false), || why.clone());
                 let denial = Denial::bad_request(&why);
                 return Verdict::Decided(finish_denied(
                     decision,
@@ -404,13 +479,23 @@ impl Gate {
         }
 
         let (token, source) = match extract::extract(&settings.sources, req.headers, &full_path) {
-            Extraction::Found { token, source } => (token, source),
+            Extraction::Found { token, source } => {
+                note(trace, "token", Some(true), || {
+                    let from = settings.sources.get(source).map(ToString::to_string);
+                    format!("{} bytes from {}", token.len(), from.unwrap_or_default())
+                });
+                (token, source)
+            }
             Extraction::Missing if requirements.is_none() => {
+                note(trace, "token", Some(true), || {
+                    "none, and this rule needs none".into()
+                });
                 decision.detail = "anonymous request allowed".into();
                 return Verdict::Decided(finish_allowed(decision, settings));
             }
             Extraction::Missing => {
                 let why = format!("no access token in {}", describe_sources(&settings.sources));
+                note(trace, "token", Some(false), || why.clone());
                 let denial = Denial::missing(realm, &why);
                 return Verdict::Decided(finish_denied(
                     decision,
@@ -422,6 +507,7 @@ impl Gate {
             }
             Extraction::Invalid(e) => {
                 let why = e.to_string();
+                note(trace, "token", Some(false), || why.clone());
                 let denial = Denial::invalid_request(realm, &why);
                 return Verdict::Decided(finish_denied(
                     decision,
@@ -440,13 +526,12 @@ impl Gate {
 
         let checked = authenticate(
             settings,
-            &self.views,
-            &mut self.cache,
-            &mut self.introspected,
+            &mut self.learned,
             &token,
             rule,
             now_ms,
             may_wait,
+            trace,
         );
         // For an opaque token the cache that answered is the introspection cache.
         let opaque = !jwt::looks_like_jwt(&token);
@@ -508,7 +593,20 @@ impl Gate {
             .audiences
             .as_ref()
             .unwrap_or(&provider.audiences);
-        if !audiences.accepts(&verified.aud) {
+        let audience_ok = audiences.accepts(&verified.aud);
+        note(trace, "audience", Some(audience_ok), || {
+            if audiences.is_empty() {
+                "any (none configured)".into()
+            } else if audience_ok {
+                format!("one of the accepted: {}", audiences.values().join(", "))
+            } else {
+                format!(
+                    "none of the token's audiences is accepted ({})",
+                    audiences.values().join(", ")
+                )
+            }
+        });
+        if !audience_ok {
             let why = TokenError::AudienceNotAllowed.to_string();
             let detail = format!(
                 "{} (provider {}, kid {:?})",
@@ -523,8 +621,29 @@ impl Gate {
                 detail,
             ));
         }
+        note(trace, "grants", None, || {
+            let p = &verified.principal;
+            let list = |names: Vec<&str>| {
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            };
+            format!(
+                "roles: {}; permissions: {}; scopes: {}",
+                list(p.role_names().collect()),
+                list(p.permissions.iter().map(String::as_str).collect()),
+                list(p.scopes.iter().map(String::as_str).collect())
+            )
+        });
         let header = |name: &str| req.header(name).map(Cow::into_owned);
-        if let Err(shortfall) = requirements.check(&verified.principal, &verified.claims, &header) {
+        let met = requirements.check(&verified.principal, &verified.claims, &header);
+        note(trace, "requirements", Some(met.is_ok()), || match &met {
+            Ok(()) => describe_requirements(requirements),
+            Err(shortfall) => describe_shortfall(requirements, shortfall),
+        });
+        if let Err(shortfall) = met {
             let why = describe_shortfall(requirements, &shortfall);
             let denial =
                 Denial::insufficient_scope(realm, &why, &requirements.required_names(&shortfall));
@@ -589,19 +708,26 @@ enum Authentication {
 
 /// Verifies `token` for the providers `rule` accepts, through the cache.
 #[allow(clippy::too_many_arguments)]
-fn authenticate(
+fn authenticate<T: Trace>(
     settings: &Settings,
-    views: &[Option<KeyView>],
-    cache: &mut BoundedCache<VerifiedToken>,
-    introspected: &mut [Option<BoundedCache<IntrospectionEntry>>],
+    learned: &mut Learned,
     token: &str,
     rule: &RouteRule,
     now_ms: u64,
     may_wait: bool,
+    trace: &mut T,
 ) -> Authentication {
+    let Learned {
+        tokens: cache,
+        views,
+        introspected,
+    } = learned;
     let now = now_ms / 1000;
     let max = settings.max_token_bytes;
     if token.len() > max {
+        note(trace, "size", Some(false), || {
+            format!("{} bytes, more than max_token_bytes ({})", token.len(), max)
+        });
         return Authentication::Failed(
             TokenError::TooLarge {
                 len: token.len(),
@@ -614,8 +740,15 @@ fn authenticate(
 
     if let Some(hit) = cache.get(token, now) {
         if allowed(hit.provider) {
-            let skew = settings.provider(hit.provider).map_or(0, |p| p.clock_skew);
-            return match verify::check_time(hit.exp, hit.nbf, now, skew) {
+            let provider = settings.provider(hit.provider);
+            note(trace, "token cache", Some(true), || {
+                let name = provider.map_or("", |p| p.name.as_str());
+                format!("verified earlier for provider {}", name)
+            });
+            let skew = provider.map_or(0, |p| p.clock_skew);
+            let time = verify::check_time(hit.exp, hit.nbf, now, skew);
+            note_time(trace, &time, skew);
+            return match time {
                 Ok(()) => also_introspect(
                     settings,
                     introspected,
@@ -624,6 +757,7 @@ fn authenticate(
                     CacheUse::Hit,
                     now_ms,
                     may_wait,
+                    trace,
                 ),
                 Err(error) => {
                     cache.remove(token);
@@ -638,29 +772,71 @@ fn authenticate(
             .providers_by_id()
             .find(|(id, p)| allowed(*id) && p.introspection.is_some())
         {
-            return introspect(settings, introspected, id, token, None, now_ms, may_wait);
+            return introspect(
+                settings,
+                introspected,
+                id,
+                token,
+                None,
+                now_ms,
+                may_wait,
+                trace,
+            );
         }
     }
     let jwt = match jwt::parse(token) {
         Ok(jwt) => jwt,
-        // A token that is not even shaped like a JWT was in no cache's reach.
-        Err(m) if !jwt::looks_like_jwt(token) => {
-            return Authentication::Failed(m.into(), CacheUse::NotUsed)
+        Err(m) => {
+            note(trace, "structure", Some(false), || m.to_string());
+            if !jwt::looks_like_jwt(token) {
+                // A token that is not even shaped like a JWT was in no cache's reach.
+                return Authentication::Failed(m.into(), CacheUse::NotUsed);
+            }
+            return Authentication::Failed(m.into(), CacheUse::Miss);
         }
-        Err(m) => return Authentication::Failed(m.into(), CacheUse::Miss),
     };
+    note(trace, "structure", Some(true), || {
+        format!(
+            "a JWT, alg {}, kid {}",
+            jwt.alg,
+            jwt.kid
+                .as_deref()
+                .map_or("(none)".into(), |k| format!("{:?}", k))
+        )
+    });
+    note(trace, "claims", None, || describe_claims(&jwt.claims, now));
     let iss = jwt.claims.iss.as_deref();
     let mut first_error = None;
     for (index, provider) in settings.providers_by_id() {
-        if !allowed(index) || !provider.accepts_issuer(iss) {
+        if !allowed(index) {
             continue;
         }
+        if !provider.accepts_issuer(iss) {
+            note(trace, "issuer", Some(false), || {
+                let expected = provider.issuer.as_deref().unwrap_or("");
+                format!("provider {} expects {:?}", provider.name, expected)
+            });
+            continue;
+        }
+        note(trace, "issuer", Some(true), || {
+            format!("provider {}", provider.name)
+        });
         // Time first, as Envoy does: an expired token costs no signature check and no keys.
-        if let Err(e) = verify::check_time(jwt.claims.exp, jwt.claims.nbf, now, provider.clock_skew)
-            .and_then(|()| {
-                verify::check_claims(&jwt, &provider.jwt_rules, provider.clock_skew, now)
-            })
-        {
+        let time = verify::check_time(jwt.claims.exp, jwt.claims.nbf, now, provider.clock_skew);
+        note_time(trace, &time, provider.clock_skew);
+        if let Err(e) = time {
+            first_error.get_or_insert(e);
+            continue;
+        }
+        let rules = verify::check_claims(&jwt, &provider.jwt_rules, provider.clock_skew, now);
+        note(trace, "claim rules", Some(rules.is_ok()), || match &rules {
+            Ok(()) => format!(
+                "required claims present ({})",
+                provider.jwt_rules.required_claims.join(", ")
+            ),
+            Err(e) => e.to_string(),
+        });
+        if let Err(e) = rules {
             first_error.get_or_insert(e);
             continue;
         }
@@ -675,6 +851,9 @@ fn authenticate(
                         may_wait && view.keys.is_none() && view.coming(now_ms),
                     ) {
                         let deadline = now_ms + remote.startup_wait_ms;
+                        note(trace, "keys", None, || {
+                            "not fetched yet: the filter waits for them".into()
+                        });
                         return Authentication::Wait(Wait {
                             provider: index,
                             reason: WaitReason::FirstKeys,
@@ -682,25 +861,42 @@ fn authenticate(
                             introspect: None,
                         });
                     }
-                    first_error.get_or_insert(TokenError::KeysUnavailable {
+                    let error = TokenError::KeysUnavailable {
                         provider: provider.name.clone(),
                         retry_after_s: view.retry_after_s(now_ms),
                         detail: view.last_error.clone(),
-                    });
+                    };
+                    note(trace, "keys", Some(false), || error.to_string());
+                    first_error.get_or_insert(error);
                     continue;
                 }
             },
             (KeySource::Remote(_), None) | (KeySource::None, _) => {
-                first_error.get_or_insert(TokenError::NoKeyForAlg(jwt.alg));
+                let error = TokenError::NoKeyForAlg(jwt.alg);
+                note(trace, "keys", Some(false), || error.to_string());
+                first_error.get_or_insert(error);
                 continue;
             }
         };
-        match verify::verify_signature(&jwt, keys, provider.algorithms) {
+        let signature = verify::verify_signature(&jwt, keys, provider.algorithms);
+        note(
+            trace,
+            "signature",
+            Some(signature.is_ok()),
+            || match &signature {
+                Ok(()) => format!("valid ({} key(s) in the set)", keys.len()),
+                Err(e) => e.to_string(),
+            },
+        );
+        match signature {
             Ok(()) => {}
             Err(TokenError::UnknownKid(kid)) => {
                 if let (Some(remote), Some(view)) = (remote_of(provider), view) {
                     if may_wait && (view.fetching || now_ms >= view.kid_refetch_from) {
                         let deadline = now_ms + remote.timeout_ms.saturating_mul(2) + 1000;
+                        note(trace, "keys", None, || {
+                            "the filter refetches the keys for this kid and waits".into()
+                        });
                         return Authentication::Wait(Wait {
                             provider: index,
                             reason: WaitReason::UnknownKid,
@@ -744,15 +940,21 @@ fn authenticate(
             CacheUse::Miss,
             now_ms,
             may_wait,
+            trace,
         );
     }
-    let error = first_error.unwrap_or_else(|| TokenError::UnknownIssuer(iss.map(str::to_owned)));
+    let error = first_error.unwrap_or_else(|| {
+        let error = TokenError::UnknownIssuer(iss.map(str::to_owned));
+        note(trace, "issuer", Some(false), || error.to_string());
+        error
+    });
     Authentication::Failed(error, CacheUse::Miss)
 }
 
 /// A verified JWT of a provider with `introspect_jwts` is also checked against the
 /// introspection answer (revocation before `exp`).
-fn also_introspect(
+#[allow(clippy::too_many_arguments)]
+fn also_introspect<T: Trace>(
     settings: &Settings,
     introspected: &mut [Option<BoundedCache<IntrospectionEntry>>],
     verified: Rc<VerifiedToken>,
@@ -760,6 +962,7 @@ fn also_introspect(
     cache_use: CacheUse,
     now_ms: u64,
     may_wait: bool,
+    trace: &mut T,
 ) -> Authentication {
     let provider = verified.provider;
     let wanted = settings
@@ -777,6 +980,7 @@ fn also_introspect(
         Some(verified),
         now_ms,
         may_wait,
+        trace,
     ) {
         Authentication::Verified(v, _) => Authentication::Verified(v, cache_use),
         other => other,
@@ -785,7 +989,8 @@ fn also_introspect(
 
 /// The introspection answer for `token` from the cache, or a wait for the callout. With
 /// `jwt`, an active answer confirms that verified JWT instead of replacing its claims.
-fn introspect(
+#[allow(clippy::too_many_arguments)]
+fn introspect<T: Trace>(
     settings: &Settings,
     introspected: &mut [Option<BoundedCache<IntrospectionEntry>>],
     provider: ProviderId,
@@ -793,6 +998,7 @@ fn introspect(
     jwt: Option<Rc<VerifiedToken>>,
     now_ms: u64,
     may_wait: bool,
+    trace: &mut T,
 ) -> Authentication {
     let now = now_ms / 1000;
     let p = settings.provider(provider);
@@ -807,10 +1013,35 @@ fn introspect(
         );
     };
     let key = token_key(token);
-    match cache.get(&key, now).as_deref() {
+    let entry = cache.get(&key, now);
+    note(
+        trace,
+        "introspection",
+        entry
+            .as_deref()
+            .map(|e| matches!(e, IntrospectionEntry::Active(_))),
+        || {
+            let what = if jwt.is_some() {
+                "this JWT (introspect_jwts)"
+            } else {
+                "this opaque token"
+            };
+            let answer = match entry.as_deref() {
+                Some(IntrospectionEntry::Active(_)) => "the cached answer: active",
+                Some(IntrospectionEntry::Inactive) => "the cached answer: not active",
+                Some(IntrospectionEntry::Failed(_)) => "the last callout failed",
+                None if may_wait => "not cached: the filter calls the endpoint and waits",
+                None => "not cached, and the endpoint is not called here",
+            };
+            format!("provider {} introspects {}; {}", p.name, what, answer)
+        },
+    );
+    match entry.as_deref() {
         Some(IntrospectionEntry::Active(answer)) => {
             let answer = jwt.unwrap_or_else(|| Rc::clone(answer));
-            match verify::check_time(answer.exp, answer.nbf, now, p.clock_skew) {
+            let time = verify::check_time(answer.exp, answer.nbf, now, p.clock_skew);
+            note_time(trace, &time, p.clock_skew);
+            match time {
                 Ok(()) => Authentication::Verified(answer, CacheUse::Hit),
                 Err(e) => Authentication::Failed(e, CacheUse::Hit),
             }
@@ -942,6 +1173,91 @@ fn describe_sources(sources: &[TokenSource]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Reports a token's time check.
+fn note_time<T: Trace>(trace: &mut T, time: &Result<(), TokenError>, skew: u64) {
+    note(trace, "time", Some(time.is_ok()), || match time {
+        Ok(()) => format!("within exp and nbf (clock skew {} s)", skew),
+        Err(e) => e.to_string(),
+    });
+}
+
+/// The registered claims of a JWT, in words (`now` in Unix seconds). Claim values come from
+/// the request: this is for `tokengate explain`, never for a log.
+fn describe_claims(c: &jwt::Claims, now: u64) -> String {
+    let when = |t: u64| {
+        if t >= now {
+            format!("{} (in {} s)", t, t - now)
+        } else {
+            format!("{} ({} s ago)", t, now - t)
+        }
+    };
+    let mut parts = vec![
+        format!("iss {:?}", c.iss.as_deref().unwrap_or("")),
+        format!("sub {:?}", c.sub.as_deref().unwrap_or("")),
+        format!(
+            "aud {}",
+            if c.aud.is_empty() {
+                "(none)".into()
+            } else {
+                c.aud.join(", ")
+            }
+        ),
+    ];
+    if let Some(exp) = c.exp {
+        parts.push(format!("exp {}", when(exp)));
+    }
+    if let Some(nbf) = c.nbf {
+        parts.push(format!("nbf {}", when(nbf)));
+    }
+    parts.join(", ")
+}
+
+/// What a route asks of a token, in words.
+fn describe_requirements(req: &Requirements) -> String {
+    let list = |r: &crate::policy::rules::NameRequirement| {
+        let how = match r.mode {
+            crate::policy::rules::SetMode::AnyOf => "any of",
+            crate::policy::rules::SetMode::AllOf => "all of",
+        };
+        format!("{} {}", how, r.names.join(", "))
+    };
+    let mut parts = Vec::new();
+    if let Some(a) = &req.audiences {
+        parts.push(format!("an audience among {}", a.values().join(", ")));
+    }
+    if let Some(r) = &req.roles {
+        let org = match &r.org {
+            Some(crate::policy::rules::OrgSource::Fixed(id)) => format!(" in organisation {}", id),
+            Some(crate::policy::rules::OrgSource::Header(h)) => {
+                format!(" in the organisation named by the {} header", h)
+            }
+            None => String::new(),
+        };
+        parts.push(format!("roles {}{}", list(&r.roles), org));
+    }
+    if let Some(p) = &req.permissions {
+        parts.push(format!("permissions {}", list(p)));
+    }
+    if let Some(s) = &req.scopes {
+        parts.push(format!("scopes {}", list(s)));
+    }
+    for c in &req.claims {
+        parts.push(match &c.test {
+            crate::policy::rules::ClaimTest::Equals(v) => {
+                format!("claim {} equal to {}", c.path, v)
+            }
+            crate::policy::rules::ClaimTest::Contains(v) => {
+                format!("claim {} containing {}", c.path, v)
+            }
+        });
+    }
+    if parts.is_empty() {
+        "needs a valid token".into()
+    } else {
+        format!("needs a valid token with {}", parts.join("; "))
+    }
 }
 
 fn describe_shortfall(req: &Requirements, shortfall: &Shortfall) -> String {
@@ -1104,7 +1420,7 @@ mod tests {
             Verdict::Decided(d) => assert_eq!(d.outcome, Outcome::Allowed, "{}", d.detail),
             Verdict::Wait(_) => panic!("inline keys never wait"),
         }
-        gate.cache.get(token, 1_000_000).unwrap()
+        gate.learned.tokens.get(token, 1_000_000).unwrap()
     }
 
     #[test]
@@ -1122,11 +1438,11 @@ mod tests {
             assert_eq!(verified.aud.len(), aud_count);
             expected += BoundedCache::<VerifiedToken>::entry_bytes(&token, verified.heap_size());
             assert_eq!(
-                gate.cache.bytes(),
-                expected + gate.cache.structure_bytes(),
+                gate.learned.tokens.bytes(),
+                expected + gate.learned.tokens.structure_bytes(),
                 "the key, the Rc block, the value's heap, the table and the queue"
             );
-            assert_eq!(gate.cache_sizes().1, gate.cache.bytes());
+            assert_eq!(gate.cache_sizes().1, gate.learned.tokens.bytes());
         }
     }
 
@@ -1171,7 +1487,7 @@ mod tests {
         let now_ms = 1_000_000_000;
         let key = awaited_key(&mut gate, &headers, now_ms);
         gate.record_introspection(P, &key, Ok(answer_with_exp(2_000_000)), now_ms);
-        let Some(Some(cache)) = gate.introspected.get_mut(0) else {
+        let Some(Some(cache)) = gate.learned.introspected.get_mut(0) else {
             panic!("no introspection cache")
         };
         let entry = cache.get(&key, 1_000_000).unwrap();

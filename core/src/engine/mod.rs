@@ -1,8 +1,8 @@
-//! The engine: one request's decision from headers and time, with the per-VM caches of
-//! verified tokens and introspection answers ([`gate`]), how often a VM wakes up ([`tick`]),
-//! which requests wait and when their wait is over ([`waiting`]),
-//! and the step-by-step account of a decision for the CLI ([`explain`]). It composes the
-//! other modules; none of them calls back into it.
+//! The engine: one request's decision from headers and time, with what a VM learns while
+//! it runs (verified tokens, introspection answers, key views) ([`gate`]); which requests
+//! wait and when their wait is over ([`waiting`]); how often a VM wakes up ([`tick`]); and
+//! the gate's own steps recorded for the CLI ([`explain`]). It composes the other modules;
+//! none of them calls back into it.
 
 pub mod explain;
 pub mod gate;
