@@ -5,18 +5,17 @@
 use crate::entropy::random_u64;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType};
-use std::collections::HashMap;
 use std::time::Duration;
 use tokengate_core::config::settings::Settings;
-use tokengate_core::engine::gate::{Gate, PendingIntrospection};
+use tokengate_core::engine::gate::Gate;
+use tokengate_core::engine::introspection_queue::{
+    CallId, Endpoint, IntrospectionQueue, Send, Settled,
+};
 use tokengate_core::introspection::{
     self, ClientAuth, Introspected, IntrospectionClient, IntrospectionError,
 };
 use tokengate_core::keys::remote::{Answer, Url};
 use tokengate_core::provider::ProviderId;
-
-/// At most this many distinct tokens await introspection per provider and worker.
-pub const MAX_PENDING: usize = 1000;
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
@@ -26,17 +25,6 @@ fn bump(id: Option<u32>) {
     if let Some(id) = id {
         let _ = hostcalls::increment_metric(id, 1);
     }
-}
-
-struct Pending {
-    token: String,
-    /// The callout, once dispatched.
-    call: Option<u32>,
-    /// While discovery has not found the endpoint, the token stays queued until the last
-    /// request waiting for it gives up (Unix ms).
-    wait_until: u64,
-    /// The endpoint refused one client assertion already; a second refusal is final.
-    retried: bool,
 }
 
 /// What became of a callout's answer.
@@ -52,7 +40,7 @@ pub struct IntrospectionSync {
     pub provider: ProviderId,
     name: String,
     client: IntrospectionClient,
-    pending: HashMap<String, Pending>,
+    pub queue: IntrospectionQueue,
     active: Option<u32>,
     inactive: Option<u32>,
     failures: Vec<(&'static str, Option<u32>)>,
@@ -69,7 +57,7 @@ impl IntrospectionSync {
                     provider: index,
                     name: p.name.clone(),
                     client: IntrospectionClient::new(config),
-                    pending: HashMap::new(),
+                    queue: IntrospectionQueue::default(),
                     active: counter(&name("active")),
                     inactive: counter(&name("inactive")),
                     failures: IntrospectionError::CAUSES
@@ -81,44 +69,8 @@ impl IntrospectionSync {
             .collect()
     }
 
-    /// Queues a token; false when too many are queued already (the request is then decided
-    /// without waiting).
-    pub fn enqueue(&mut self, p: &PendingIntrospection, wait_until: u64) -> bool {
-        if let Some(queued) = self.pending.get_mut(&p.key) {
-            queued.wait_until = queued.wait_until.max(wait_until);
-            return true;
-        }
-        if self.pending.len() >= MAX_PENDING {
-            return false;
-        }
-        self.pending.insert(
-            p.key.clone(),
-            Pending {
-                token: p.token.clone(),
-                call: None,
-                wait_until,
-                retried: false,
-            },
-        );
-        true
-    }
-
-    pub fn is_pending(&self, key: &str) -> bool {
-        self.pending.contains_key(key)
-    }
-
-    pub fn has_work(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    pub fn owns(&self, token_id: u32) -> bool {
-        self.pending.values().any(|p| p.call == Some(token_id))
-    }
-
-    /// Dispatches every queued token. `endpoint` is the configured one or, failing that, the
-    /// one discovery found; while `discovering` (discovery has not answered yet) tokens wait
-    /// for it, as requests wait for the first keys, instead of failing at start-up. Failures
-    /// to send are recorded at once.
+    /// Sends what the queue says is to be sent. `endpoint` is the configured one or, failing
+    /// that, the one discovery found; `discovering`: discovery has not answered yet.
     pub fn dispatch(
         &mut self,
         endpoint: Option<Url>,
@@ -127,67 +79,55 @@ impl IntrospectionSync {
         now_ms: u64,
     ) {
         let endpoint = self.client.settings().endpoint.clone().or(endpoint);
-        let queued: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.call.is_none())
-            .filter(|(_, p)| endpoint.is_some() || !discovering || now_ms >= p.wait_until)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in queued {
-            let Some(token) = self.pending.get(&key).map(|p| p.token.clone()) else {
-                continue;
-            };
-            let sent = match &endpoint {
-                None if discovering => Err(IntrospectionError::NotSent(
-                    "the introspection endpoint is not known yet (discovery has not answered)"
-                        .into(),
-                )),
-                None => Err(IntrospectionError::NotSent(
-                    "discovery found no introspection_endpoint; set introspection.endpoint".into(),
-                )),
-                Some(url) => self
-                    .client
-                    .request(&token, url, now_ms / 1000, random_u64())
-                    .map_err(IntrospectionError::NotSent)
-                    .and_then(|call| {
-                        let headers: Vec<(&str, &str)> = call
-                            .headers
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect();
-                        hostcalls::dispatch_http_call(
-                            &call.cluster,
-                            headers,
-                            Some(&call.body),
-                            vec![],
-                            Duration::from_millis(call.timeout_ms),
-                        )
-                        .map_err(|status| {
-                            IntrospectionError::NotSent(format!(
-                                "cannot call cluster {:?} ({:?}); is it defined in Envoy?",
-                                call.cluster, status
-                            ))
-                        })
-                    }),
-            };
-            match sent {
-                Ok(id) => {
-                    if let Some(p) = self.pending.get_mut(&key) {
-                        p.call = Some(id);
-                    }
+        let state = match (&endpoint, discovering) {
+            (Some(_), _) => Endpoint::Known,
+            (None, true) => Endpoint::Discovering,
+            (None, false) => Endpoint::Missing,
+        };
+        for send in self.queue.to_send(state, now_ms) {
+            let (key, token) = match send {
+                Send::Call { key, token } => (key, token),
+                Send::Fail { key, error } => {
+                    self.record(gate, &key, Err(error), now_ms);
+                    continue;
                 }
+            };
+            let Some(url) = &endpoint else { continue };
+            let sent = self
+                .client
+                .request(&token, url, now_ms / 1000, random_u64())
+                .map_err(IntrospectionError::NotSent)
+                .and_then(|call| {
+                    let headers: Vec<(&str, &str)> = call
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    hostcalls::dispatch_http_call(
+                        &call.cluster,
+                        headers,
+                        Some(&call.body),
+                        vec![],
+                        Duration::from_millis(call.timeout_ms),
+                    )
+                    .map_err(|status| {
+                        IntrospectionError::NotSent(format!(
+                            "cannot call cluster {:?} ({:?}); is it defined in Envoy?",
+                            call.cluster, status
+                        ))
+                    })
+                });
+            match sent {
+                Ok(id) => self.queue.sent(&key, CallId(id)),
                 Err(e) => {
-                    self.pending.remove(&key);
+                    self.queue.not_sent(&key);
                     self.record(gate, &key, Err(e), now_ms);
                 }
             }
         }
     }
 
-    /// Handles the answer to one callout. A private_key_jwt assertion the endpoint refuses
-    /// is signed anew and sent once more before the client counts as misconfigured (a
-    /// provider may have refused it as a replay, RFC 7523 3).
+    /// Handles the answer to one callout, if it is this provider's.
     pub fn on_response(
         &mut self,
         token_id: u32,
@@ -196,12 +136,10 @@ impl IntrospectionSync {
         gate: &mut Gate,
         now_ms: u64,
     ) -> Option<Answered> {
-        let key = self
-            .pending
-            .iter()
-            .find(|(_, p)| p.call == Some(token_id))
-            .map(|(k, _)| k.clone())?;
-        let pending = self.pending.remove(&key)?;
+        let call = CallId(token_id);
+        if !self.queue.owns(call) {
+            return None;
+        }
         let headers = if num_headers == 0 {
             Vec::new()
         } else {
@@ -227,30 +165,23 @@ impl IntrospectionSync {
             body_size,
         };
         let result = introspection::read_answer(&answer, max);
-        let assertion = matches!(
+        let signed_assertion = matches!(
             self.client.settings().auth,
             ClientAuth::PrivateKeyJwt { .. }
         );
-        if let (Err(IntrospectionError::ClientRejected { status, .. }), true, false) =
-            (&result, assertion, pending.retried)
-        {
-            log::debug!(
-                "tokengate: provider {}: the introspection endpoint refused the client assertion (HTTP {}); retrying once with a new one",
-                self.name,
-                status
-            );
-            self.pending.insert(
-                key,
-                Pending {
-                    call: None,
-                    retried: true,
-                    ..pending
-                },
-            );
-            return Some(Answered::Retry);
+        match self.queue.answered(call, result, signed_assertion)? {
+            Settled::Retry => {
+                log::debug!(
+                    "tokengate: provider {}: the introspection endpoint refused the client assertion; retrying once with a new one",
+                    self.name
+                );
+                Some(Answered::Retry)
+            }
+            Settled::Record { key, result } => {
+                self.record(gate, &key, result, now_ms);
+                Some(Answered::Recorded)
+            }
         }
-        self.record(gate, &key, result, now_ms);
-        Some(Answered::Recorded)
     }
 
     fn record(

@@ -85,7 +85,7 @@ impl FilterRoot {
     /// Sends the queued introspections.
     fn dispatch_introspections(&self, shared: &Shared, now: u64) {
         let mut introspections = shared.introspections.borrow_mut();
-        for sync in introspections.iter_mut().filter(|s| s.has_work()) {
+        for sync in introspections.iter_mut().filter(|s| s.queue.has_work()) {
             let syncs = shared.syncs.borrow();
             let keys = syncs.iter().find(|k| k.provider == sync.provider);
             let (discovered, discovering) = keys
@@ -102,7 +102,7 @@ impl FilterRoot {
             .introspections
             .borrow()
             .iter()
-            .any(IntrospectionSync::has_work);
+            .any(|s| s.queue.has_work());
         let next_fetch_at = {
             let gate = shared.gate.borrow();
             let syncs = shared.syncs.borrow();
@@ -135,20 +135,15 @@ impl Context for FilterRoot {
         let (Some(shared), Some(now)) = (self.shared.clone(), now_ms()) else {
             return;
         };
-        let answered = shared
-            .introspections
-            .borrow_mut()
-            .iter_mut()
-            .find(|s| s.owns(token_id))
-            .and_then(|s| {
-                s.on_response(
-                    token_id,
-                    num_headers,
-                    body_size,
-                    &mut shared.gate.borrow_mut(),
-                    now,
-                )
-            });
+        let answered = shared.introspections.borrow_mut().iter_mut().find_map(|s| {
+            s.on_response(
+                token_id,
+                num_headers,
+                body_size,
+                &mut shared.gate.borrow_mut(),
+                now,
+            )
+        });
         match answered {
             Some(Answered::Recorded) => {
                 self.release_waiting(&shared, now, false);

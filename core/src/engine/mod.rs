@@ -1,10 +1,12 @@
 //! The engine: one request's decision from headers and time, with what a VM learns while
 //! it runs (verified tokens, introspection answers, key views) ([`gate`]); which requests
-//! wait and when their wait is over ([`waiting`]); how often a VM wakes up ([`tick`]); and
+//! wait and when their wait is over ([`waiting`]); one introspection callout per token
+//! ([`introspection_queue`]); how often a VM wakes up ([`tick`]); and
 //! the gate's own steps recorded for the CLI ([`explain`]). It composes the other modules;
 //! none of them calls back into it.
 
 pub mod explain;
 pub mod gate;
+pub mod introspection_queue;
 pub mod tick;
 pub mod waiting;
