@@ -15,7 +15,7 @@ use crate::support::heap;
 use crate::token::extract::{self, Extraction, TokenSource};
 use crate::token::jwt;
 use crate::token::principal::Principal;
-use crate::token::verify::{self, FailureKind, TokenError};
+use crate::token::verify::{self, TokenError};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -568,7 +568,7 @@ impl Gate {
                 return Verdict::Decided(finish_denied(
                     decision,
                     settings,
-                    reason_of(error.kind()),
+                    DenyReason::from(&error),
                     denial,
                     why,
                 ));
@@ -1114,19 +1114,6 @@ fn remote_of(
     match &provider.keys {
         KeySource::Remote(r) => Some(r),
         KeySource::Inline(_) | KeySource::None => None,
-    }
-}
-
-fn reason_of(kind: FailureKind) -> DenyReason {
-    match kind {
-        FailureKind::Malformed => DenyReason::Malformed,
-        FailureKind::Signature => DenyReason::Signature,
-        FailureKind::Expired => DenyReason::Expired,
-        FailureKind::NotYetValid => DenyReason::NotYetValid,
-        FailureKind::Issuer => DenyReason::Issuer,
-        FailureKind::Audience => DenyReason::Audience,
-        FailureKind::Inactive => DenyReason::Inactive,
-        FailureKind::Unavailable => DenyReason::Unavailable,
     }
 }
 

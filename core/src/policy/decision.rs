@@ -1,6 +1,7 @@
 //! What the filter decided about one request, and the HTTP answer a refusal gets.
 
 use crate::token::extract::TokenRemoval;
+use crate::token::verify::TokenError;
 
 use serde_json::json;
 
@@ -21,6 +22,31 @@ pub enum DenyReason {
     Unavailable,
     /// The request has no single reading: its host, path or organisation header (400).
     BadRequest,
+}
+
+impl From<&TokenError> for DenyReason {
+    /// The counter a token's failure counts under.
+    fn from(error: &TokenError) -> DenyReason {
+        match error {
+            TokenError::TooLarge { .. }
+            | TokenError::Malformed(_)
+            | TokenError::MissingClaim(_)
+            | TokenError::LifetimeTooLong { .. }
+            | TokenError::TypeNotAccepted { .. } => DenyReason::Malformed,
+            TokenError::AlgNotAllowed(_)
+            | TokenError::UnknownKid(_)
+            | TokenError::NoKeyForAlg(_)
+            | TokenError::BadSignature => DenyReason::Signature,
+            TokenError::Expired => DenyReason::Expired,
+            TokenError::NotYetValid => DenyReason::NotYetValid,
+            TokenError::UnknownIssuer(_) => DenyReason::Issuer,
+            TokenError::AudienceNotAllowed => DenyReason::Audience,
+            TokenError::KeysUnavailable { .. } | TokenError::IntrospectionUnavailable { .. } => {
+                DenyReason::Unavailable
+            }
+            TokenError::Inactive => DenyReason::Inactive,
+        }
+    }
 }
 
 impl DenyReason {

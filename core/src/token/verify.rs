@@ -51,43 +51,6 @@ pub enum TokenError {
     },
 }
 
-/// The counter label of a failed check (`tokengate.denied.<reason>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureKind {
-    Malformed,
-    Signature,
-    Expired,
-    NotYetValid,
-    Issuer,
-    Audience,
-    Inactive,
-    Unavailable,
-}
-
-impl TokenError {
-    pub fn kind(&self) -> FailureKind {
-        match self {
-            TokenError::TooLarge { .. }
-            | TokenError::Malformed(_)
-            | TokenError::MissingClaim(_)
-            | TokenError::LifetimeTooLong { .. }
-            | TokenError::TypeNotAccepted { .. } => FailureKind::Malformed,
-            TokenError::AlgNotAllowed(_)
-            | TokenError::UnknownKid(_)
-            | TokenError::NoKeyForAlg(_)
-            | TokenError::BadSignature => FailureKind::Signature,
-            TokenError::Expired => FailureKind::Expired,
-            TokenError::NotYetValid => FailureKind::NotYetValid,
-            TokenError::UnknownIssuer(_) => FailureKind::Issuer,
-            TokenError::AudienceNotAllowed => FailureKind::Audience,
-            TokenError::KeysUnavailable { .. } | TokenError::IntrospectionUnavailable { .. } => {
-                FailureKind::Unavailable
-            }
-            TokenError::Inactive => FailureKind::Inactive,
-        }
-    }
-}
-
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
