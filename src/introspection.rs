@@ -2,9 +2,10 @@
 //! wait for it (single flight), dispatched from the root context so that it outlives the
 //! request that asked first; answers go into the gate's cache.
 
+use crate::callout::CalloutAnswer;
 use crate::entropy::random_u64;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, MetricType};
+use proxy_wasm::types::MetricType;
 use std::time::Duration;
 use tokengate_core::config::settings::Settings;
 use tokengate_core::engine::gate::Gate;
@@ -140,29 +141,12 @@ impl IntrospectionSync {
         if !self.queue.owns(call) {
             return None;
         }
-        let headers = if num_headers == 0 {
-            Vec::new()
-        } else {
-            hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
-        };
-        let status = headers
-            .iter()
-            .find(|(k, _)| k == ":status")
-            .and_then(|(_, v)| v.parse().ok());
         let max = self.client.settings().max_bytes;
-        let body = if body_size > 0 && body_size <= max {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let read = CalloutAnswer::read(num_headers, body_size, max);
+        // Cache-Control of an introspection answer means nothing to the token's cache.
         let answer = Answer {
-            status,
             cache_control: None,
-            body: &body,
-            body_size,
+            ..read.answer()
         };
         let result = introspection::read_answer(&answer, max);
         let signed_assertion = matches!(

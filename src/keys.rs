@@ -2,16 +2,17 @@
 //! the fetch lease, the callouts, and the per-provider metrics. The decisions (is a fetch due,
 //! what does an answer mean) are `tokengate_core::{keys::keysync, keys::remote}`.
 
+use crate::callout::CalloutAnswer;
 use crate::entropy::random_u64;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+use proxy_wasm::types::{MetricType, Status};
 use std::rc::Rc;
 use std::time::Duration;
 use tokengate_core::config::settings::{KeySource, Settings};
 use tokengate_core::engine::gate::KeyView;
 use tokengate_core::keys::jwks::{self, KeyPolicy, KeySet, ParsedKeys};
 use tokengate_core::keys::keysync::{self, SyncRecord};
-use tokengate_core::keys::remote::{self, Answer, Callout, FetchError, FetchKind, RemoteJwks, Url};
+use tokengate_core::keys::remote::{self, Callout, FetchError, FetchKind, RemoteJwks, Url};
 use tokengate_core::provider::ProviderId;
 
 fn counter(name: &str) -> Option<u32> {
@@ -372,33 +373,9 @@ impl ProviderSync {
         let Some((_, kind)) = self.inflight.take() else {
             return;
         };
-        let headers = if num_headers == 0 {
-            Vec::new()
-        } else {
-            hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
-        };
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let status = header(":status").and_then(|s| s.parse().ok());
         let max = self.remote.max_bytes;
-        let body = if body_size > 0 && body_size <= max {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let answer = Answer {
-            status,
-            cache_control: header("cache-control"),
-            body: &body,
-            body_size,
-        };
+        let read = CalloutAnswer::read(num_headers, body_size, max);
+        let answer = read.answer();
         match kind {
             FetchKind::Discovery => {
                 match remote::read_discovery(&answer, max, self.issuer.as_deref(), &self.remote) {

@@ -4,6 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod abi;
+mod callout;
 mod engine;
 mod entropy;
 mod introspection;

@@ -140,6 +140,18 @@ pub struct Wait {
     pub introspect: Option<PendingIntrospection>,
 }
 
+impl Wait {
+    /// A wait for `provider`'s keys (first keys, or a refetch for an unknown `kid`).
+    fn for_keys(provider: ProviderId, reason: WaitReason, deadline: u64) -> Wait {
+        Wait {
+            provider,
+            reason,
+            deadline,
+            introspect: None,
+        }
+    }
+}
+
 /// A cached introspection answer.
 #[derive(Debug)]
 pub enum IntrospectionEntry {
@@ -446,13 +458,7 @@ impl Gate {
             Access::Deny => {
                 let why = format!("no rule allows {} {}", method, path);
                 let denial = Denial::access_denied(&why);
-                return Verdict::Decided(finish_denied(
-                    decision,
-                    settings,
-                    DenyReason::Forbidden,
-                    denial,
-                    why,
-                ));
+                return refused(decision, settings, DenyReason::Forbidden, denial, why);
             }
             Access::Anonymous => None,
             Access::Token(requirements) => Some(requirements),
@@ -468,13 +474,7 @@ impl Gate {
                 let why = e.to_string();
                 note(trace, "request", Some(false), || why.clone());
                 let denial = Denial::bad_request(&why);
-                return Verdict::Decided(finish_denied(
-                    decision,
-                    settings,
-                    DenyReason::BadRequest,
-                    denial,
-                    why,
-                ));
+                return refused(decision, settings, DenyReason::BadRequest, denial, why);
             }
         }
 
@@ -497,25 +497,13 @@ impl Gate {
                 let why = format!("no access token in {}", describe_sources(&settings.sources));
                 note(trace, "token", Some(false), || why.clone());
                 let denial = Denial::missing(realm, &why);
-                return Verdict::Decided(finish_denied(
-                    decision,
-                    settings,
-                    DenyReason::Missing,
-                    denial,
-                    why,
-                ));
+                return refused(decision, settings, DenyReason::Missing, denial, why);
             }
             Extraction::Invalid(e) => {
                 let why = e.to_string();
                 note(trace, "token", Some(false), || why.clone());
                 let denial = Denial::invalid_request(realm, &why);
-                return Verdict::Decided(finish_denied(
-                    decision,
-                    settings,
-                    DenyReason::Malformed,
-                    denial,
-                    why,
-                ));
+                return refused(decision, settings, DenyReason::Malformed, denial, why);
             }
         };
         if settings.forward.remove_token {
@@ -565,13 +553,7 @@ impl Gate {
                     TokenError::IntrospectionUnavailable { .. } => Denial::unavailable(&why, 1),
                     _ => Denial::invalid_token(realm, &why),
                 };
-                return Verdict::Decided(finish_denied(
-                    decision,
-                    settings,
-                    DenyReason::from(&error),
-                    denial,
-                    why,
-                ));
+                return refused(decision, settings, DenyReason::from(&error), denial, why);
             }
         };
         let Some(provider) = settings.provider(verified.provider) else {
@@ -579,13 +561,7 @@ impl Gate {
             // else is refused rather than checked against another provider's rules.
             let why = TokenError::UnknownIssuer(None).to_string();
             let denial = Denial::invalid_token(realm, &why);
-            return Verdict::Decided(finish_denied(
-                decision,
-                settings,
-                DenyReason::Issuer,
-                denial,
-                why,
-            ));
+            return refused(decision, settings, DenyReason::Issuer, denial, why);
         };
         let no_requirements = Requirements::default();
         let requirements = requirements.unwrap_or(&no_requirements);
@@ -613,13 +589,7 @@ impl Gate {
                 why, provider.name, verified.kid
             );
             let denial = Denial::invalid_token(realm, &why);
-            return Verdict::Decided(finish_denied(
-                decision,
-                settings,
-                DenyReason::Audience,
-                denial,
-                detail,
-            ));
+            return refused(decision, settings, DenyReason::Audience, denial, detail);
         }
         note(trace, "grants", None, || {
             let p = &verified.principal;
@@ -654,13 +624,7 @@ impl Gate {
                     list
                 ));
             }
-            return Verdict::Decided(finish_denied(
-                decision,
-                settings,
-                DenyReason::Forbidden,
-                denial,
-                detail,
-            ));
+            return refused(decision, settings, DenyReason::Forbidden, denial, detail);
         }
         let (headers, oversized) = forwarded_headers(settings, &verified);
         decision.upstream_headers = headers;
@@ -673,13 +637,7 @@ impl Gate {
             if settings.forward.oversized_headers == OversizedHeaders::Refuse {
                 let denial = Denial::access_denied(&why);
                 let detail = format!("{} (provider {})", why, provider.name);
-                return Verdict::Decided(finish_denied(
-                    decision,
-                    settings,
-                    DenyReason::Forbidden,
-                    denial,
-                    detail,
-                ));
+                return refused(decision, settings, DenyReason::Forbidden, denial, detail);
             }
             if !self.oversize_reported.contains(&rule.name) {
                 self.oversize_reported.push(rule.name.clone());
@@ -850,16 +808,15 @@ fn authenticate<T: Trace>(
                         remote_of(provider),
                         may_wait && view.keys.is_none() && view.coming(now_ms),
                     ) {
-                        let deadline = now_ms + remote.startup_wait_ms;
                         note(trace, "keys", None, || {
                             "not fetched yet: the filter waits for them".into()
                         });
-                        return Authentication::Wait(Wait {
-                            provider: index,
-                            reason: WaitReason::FirstKeys,
+                        let deadline = now_ms + remote.startup_wait_ms;
+                        return Authentication::Wait(Wait::for_keys(
+                            index,
+                            WaitReason::FirstKeys,
                             deadline,
-                            introspect: None,
-                        });
+                        ));
                     }
                     let error = TokenError::KeysUnavailable {
                         provider: provider.name.clone(),
@@ -893,16 +850,15 @@ fn authenticate<T: Trace>(
             Err(TokenError::UnknownKid(kid)) => {
                 if let (Some(remote), Some(view)) = (remote_of(provider), view) {
                     if may_wait && (view.fetching || now_ms >= view.kid_refetch_from) {
-                        let deadline = now_ms + remote.timeout_ms.saturating_mul(2) + 1000;
                         note(trace, "keys", None, || {
                             "the filter refetches the keys for this kid and waits".into()
                         });
-                        return Authentication::Wait(Wait {
-                            provider: index,
-                            reason: WaitReason::UnknownKid,
+                        let deadline = now_ms + remote.timeout_ms.saturating_mul(2) + 1000;
+                        return Authentication::Wait(Wait::for_keys(
+                            index,
+                            WaitReason::UnknownKid,
                             deadline,
-                            introspect: None,
-                        });
+                        ));
                     }
                 }
                 first_error.get_or_insert(TokenError::UnknownKid(kid));
@@ -1125,6 +1081,17 @@ fn finish_allowed(mut decision: Decision, settings: &Settings) -> Decision {
         ));
     }
     decision
+}
+
+/// A refusal: the decision finished as denied ([`finish_denied`]).
+fn refused(
+    decision: Decision,
+    settings: &Settings,
+    reason: DenyReason,
+    denial: Denial,
+    detail: String,
+) -> Verdict {
+    Verdict::Decided(finish_denied(decision, settings, reason, denial, detail))
 }
 
 fn finish_denied(

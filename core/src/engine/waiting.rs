@@ -363,321 +363,198 @@ mod tests {
         }
     }
 
-    /// Admits `headers` as request `id`, expecting it to wait.
-    fn admit_waiting(
-        room: &mut WaitingRoom,
-        gate: &mut Gate,
-        host: &mut Host,
-        id: u32,
-        headers: HeaderMap,
-        counts: &mut WaitCounts,
-    ) -> WaitReason {
-        match room.admit(gate, RequestId(id), headers, NOW, host, counts) {
-            Next::Waits(reason) => reason,
-            other => panic!("request {} did not wait: {:?}", id, other),
+    /// A worker's engine state and its host, driven by the tests.
+    struct World {
+        gate: Gate,
+        host: Host,
+        room: WaitingRoom,
+        counts: WaitCounts,
+    }
+
+    impl World {
+        /// Provider `p` (and `q` for opaque tokens when `introspects`), with `view` as
+        /// `p`'s keys and a room of `max` places.
+        fn new(introspects: bool, view: KeyView, max: usize) -> World {
+            let mut gate = gate(introspects);
+            gate.set_key_view(P, view);
+            World {
+                gate,
+                host: Host::default(),
+                room: WaitingRoom::new(max),
+                counts: WaitCounts::default(),
+            }
+        }
+
+        /// Keys of `p` on their way, nothing else.
+        fn keys_coming() -> World {
+            World::new(false, fetching(), MAX_PARKED)
+        }
+
+        fn admit(&mut self, id: u32, headers: HeaderMap) -> Next {
+            let (gate, host, counts) = (&mut self.gate, &mut self.host, &mut self.counts);
+            self.room
+                .admit(gate, RequestId(id), headers, NOW, host, counts)
+        }
+
+        /// Admits request `id`, expecting it to wait.
+        fn admit_waiting(&mut self, id: u32, headers: HeaderMap) -> WaitReason {
+            match self.admit(id, headers) {
+                Next::Waits(reason) => reason,
+                other => panic!("request {} did not wait: {:?}", id, other),
+            }
+        }
+
+        fn release(&mut self, at: u64) -> Vec<(RequestId, Next)> {
+            let (gate, host, counts) = (&mut self.gate, &mut self.host, &mut self.counts);
+            self.room.release(gate, at, host, counts)
+        }
+
+        fn deadline(&self) -> u64 {
+            self.room.earliest_deadline().unwrap()
         }
     }
 
     #[test]
     fn a_request_waiting_for_the_first_keys_is_allowed_when_they_land() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(false),
-            Host::default(),
-            WaitingRoom::default(),
-            WaitCounts::default(),
-        );
-        gate.set_key_view(P, fetching());
-        let reason = admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            1,
-            request(&token("k1", "a")),
-            &mut counts,
-        );
+        let mut world = World::keys_coming();
+        let reason = world.admit_waiting(1, request(&token("k1", "a")));
         assert_eq!(reason, WaitReason::FirstKeys);
-        assert!(room
-            .release(&mut gate, NOW + 20, &mut host, &mut counts)
-            .is_empty());
-        gate.set_key_view(P, keys_arrived(1));
-        let decided = room.release(&mut gate, NOW + 40, &mut host, &mut counts);
+        assert!(world.release(NOW + 20).is_empty());
+        world.gate.set_key_view(P, keys_arrived(1));
+        let decided = world.release(NOW + 40);
         assert_eq!(decided.len(), 1);
         assert_eq!(decided[0].0, RequestId(1));
         assert_eq!(status(&decided[0].1), 200);
-        assert!(room.is_empty());
-        assert_eq!(counts.waiting, 0);
+        assert!(world.room.is_empty());
+        assert_eq!(world.counts.waiting, 0);
     }
 
     #[test]
     fn a_request_waiting_for_keys_gets_503_at_its_deadline() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(false),
-            Host::default(),
-            WaitingRoom::default(),
-            WaitCounts::default(),
-        );
-        gate.set_key_view(P, fetching());
-        admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            1,
-            request(&token("k1", "a")),
-            &mut counts,
-        );
-        let deadline = room.earliest_deadline().unwrap();
-        assert!(room
-            .release(&mut gate, deadline - 1, &mut host, &mut counts)
-            .is_empty());
-        let decided = room.release(&mut gate, deadline, &mut host, &mut counts);
+        let mut world = World::keys_coming();
+        world.admit_waiting(1, request(&token("k1", "a")));
+        let deadline = world.deadline();
+        assert!(world.release(deadline - 1).is_empty());
+        let decided = world.release(deadline);
         assert_eq!(status(&decided[0].1), 503);
-        assert_eq!(counts.waiting, 0);
+        assert_eq!(world.counts.waiting, 0);
     }
 
     #[test]
     fn keys_landing_at_the_deadline_win_over_it() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(false),
-            Host::default(),
-            WaitingRoom::default(),
-            WaitCounts::default(),
-        );
-        gate.set_key_view(P, fetching());
-        admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            1,
-            request(&token("k1", "a")),
-            &mut counts,
-        );
-        let deadline = room.earliest_deadline().unwrap();
-        gate.set_key_view(P, keys_arrived(1));
-        let decided = room.release(&mut gate, deadline, &mut host, &mut counts);
+        let mut world = World::keys_coming();
+        world.admit_waiting(1, request(&token("k1", "a")));
+        let deadline = world.deadline();
+        world.gate.set_key_view(P, keys_arrived(1));
+        let decided = world.release(deadline);
         assert_eq!(status(&decided[0].1), 200);
     }
 
     #[test]
     fn a_full_room_decides_new_requests_at_once() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(false),
-            Host::default(),
-            WaitingRoom::new(2),
-            WaitCounts::default(),
-        );
-        gate.set_key_view(P, fetching());
-        admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            1,
-            request(&token("k1", "a")),
-            &mut counts,
-        );
-        admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            2,
-            request(&token("k1", "b")),
-            &mut counts,
-        );
-        let third = room.admit(
-            &mut gate,
-            RequestId(3),
-            request(&token("k1", "c")),
-            NOW,
-            &mut host,
-            &mut counts,
-        );
+        let mut world = World::new(false, fetching(), 2);
+        world.admit_waiting(1, request(&token("k1", "a")));
+        world.admit_waiting(2, request(&token("k1", "b")));
+        let third = world.admit(3, request(&token("k1", "c")));
         assert_eq!(status(&third), 503);
-        assert_eq!(room.len(), 2);
-        assert_eq!(counts.waiting, 2);
+        assert_eq!(world.room.len(), 2);
+        assert_eq!(world.counts.waiting, 2);
     }
 
     #[test]
     fn a_replaced_configuration_decides_every_waiting_request_with_the_old_one() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(false),
-            Host::default(),
-            WaitingRoom::default(),
-            WaitCounts::default(),
-        );
-        gate.set_key_view(P, fetching());
+        let mut world = World::keys_coming();
         for id in 1..=3 {
-            admit_waiting(
-                &mut room,
-                &mut gate,
-                &mut host,
-                id,
-                request(&token("k1", &id.to_string())),
-                &mut counts,
-            );
+            world.admit_waiting(id, request(&token("k1", &id.to_string())));
         }
-        let decided = room.release_all(&mut gate, NOW + 10, &mut counts);
+        let decided = world
+            .room
+            .release_all(&mut world.gate, NOW + 10, &mut world.counts);
         let ids: Vec<RequestId> = decided.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [RequestId(1), RequestId(2), RequestId(3)]);
         assert!(decided.iter().all(|(_, next)| status(next) == 503));
-        assert!(room.is_empty());
-        assert_eq!(counts.waiting, 0);
+        assert!(world.room.is_empty());
+        assert_eq!(world.counts.waiting, 0);
     }
 
     #[test]
     fn an_unknown_kid_arranges_a_refetch_that_releases_every_request_waiting_for_it() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(false),
-            Host::default(),
-            WaitingRoom::default(),
-            WaitCounts::default(),
-        );
         let mut stale = keys_arrived(1);
         stale.kid_refetch_from = NOW;
-        gate.set_key_view(P, stale);
+        let mut world = World::new(false, stale, MAX_PARKED);
         for id in 1..=5 {
-            let reason = admit_waiting(
-                &mut room,
-                &mut gate,
-                &mut host,
-                id,
-                request(&token("k2", &id.to_string())),
-                &mut counts,
-            );
+            let reason = world.admit_waiting(id, request(&token("k2", &id.to_string())));
             assert_eq!(reason, WaitReason::UnknownKid);
         }
         assert_eq!(
-            host.kid_refetches, 5,
+            world.host.kid_refetches, 5,
             "each asks; the key sync's lease fetches once"
         );
-        let decided = room.release(&mut gate, NOW + 50, &mut host, &mut counts);
-        assert!(decided.is_empty(), "nothing changed yet");
-        // The refetch brings a new version, still without k2: every request is refused.
-        // A refetch would be allowed again at once, but a request waits once per reason.
+        assert!(world.release(NOW + 50).is_empty(), "nothing changed yet");
+        // The refetch brings a new version, still without k2. A refetch would be allowed
+        // again at once, but a request waits once per reason: every request is refused.
         let mut refetched = keys_arrived(2);
         refetched.kid_refetch_from = NOW;
-        gate.set_key_view(P, refetched);
-        let decided = room.release(&mut gate, NOW + 100, &mut host, &mut counts);
+        world.gate.set_key_view(P, refetched);
+        let decided = world.release(NOW + 100);
         assert_eq!(decided.len(), 5);
         assert!(decided.iter().all(|(_, next)| status(next) == 401));
-        assert_eq!(counts.waiting, 0);
+        assert_eq!(world.counts.waiting, 0);
     }
 
     #[test]
     fn a_request_that_left_while_waiting_is_never_decided() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(false),
-            Host::default(),
-            WaitingRoom::default(),
-            WaitCounts::default(),
-        );
-        gate.set_key_view(P, fetching());
-        admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            1,
-            request(&token("k1", "a")),
-            &mut counts,
-        );
-        admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            2,
-            request(&token("k1", "b")),
-            &mut counts,
-        );
-        room.leave(RequestId(1), &mut counts);
-        assert_eq!(counts.waiting, 1);
-        gate.set_key_view(P, keys_arrived(1));
-        let decided = room.release(&mut gate, NOW + 10, &mut host, &mut counts);
+        let mut world = World::keys_coming();
+        world.admit_waiting(1, request(&token("k1", "a")));
+        world.admit_waiting(2, request(&token("k1", "b")));
+        world.room.leave(RequestId(1), &mut world.counts);
+        assert_eq!(world.counts.waiting, 1);
+        world.gate.set_key_view(P, keys_arrived(1));
+        let decided = world.release(NOW + 10);
         let ids: Vec<RequestId> = decided.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [RequestId(2)]);
-        assert_eq!(counts.waiting, 0);
+        assert_eq!(world.counts.waiting, 0);
     }
 
     #[test]
     fn requests_for_one_opaque_token_wait_for_one_introspection() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(true),
-            Host::default(),
-            WaitingRoom::default(),
-            WaitCounts::default(),
-        );
-        gate.set_key_view(P, keys_arrived(1));
+        let mut world = World::new(true, keys_arrived(1), MAX_PARKED);
         for id in 1..=3 {
-            let reason = admit_waiting(
-                &mut room,
-                &mut gate,
-                &mut host,
-                id,
-                request("opaque-token-1"),
-                &mut counts,
-            );
+            let reason = world.admit_waiting(id, request("opaque-token-1"));
             assert_eq!(reason, WaitReason::Introspection);
         }
-        assert_eq!(host.introspections.len(), 1, "one callout for the token");
-        assert_eq!(counts.introspection_misses, 3);
-        assert_eq!(counts.waiting, 3);
+        assert_eq!(
+            world.host.introspections.len(),
+            1,
+            "one callout for the token"
+        );
+        assert_eq!(world.counts.introspection_misses, 3);
+        assert_eq!(world.counts.waiting, 3);
         // Still in flight: nobody is released before the deadline.
-        assert!(room
-            .release(&mut gate, NOW + 100, &mut host, &mut counts)
-            .is_empty());
+        assert!(world.release(NOW + 100).is_empty());
     }
 
     #[test]
     fn an_introspection_that_never_answers_ends_in_503_at_the_deadline() {
-        let (mut gate, mut host, mut room, mut counts) = (
-            gate(true),
-            Host::default(),
-            WaitingRoom::default(),
-            WaitCounts::default(),
-        );
-        gate.set_key_view(P, keys_arrived(1));
-        admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            1,
-            request("opaque-token-1"),
-            &mut counts,
-        );
-        let deadline = room.earliest_deadline().unwrap();
-        let decided = room.release(&mut gate, deadline, &mut host, &mut counts);
+        let mut world = World::new(true, keys_arrived(1), MAX_PARKED);
+        world.admit_waiting(1, request("opaque-token-1"));
+        let decided = world.release(world.deadline());
         assert_eq!(status(&decided[0].1), 503);
-        assert_eq!(counts.waiting, 0);
+        assert_eq!(world.counts.waiting, 0);
         assert_eq!(
-            counts.introspection_misses, 1,
+            world.counts.introspection_misses, 1,
             "the wait counted one miss, the deadline none"
         );
     }
 
     #[test]
     fn a_full_introspection_queue_answers_503_without_waiting() {
-        let (mut gate, mut room, mut counts) =
-            (gate(true), WaitingRoom::default(), WaitCounts::default());
-        let mut host = Host {
-            queue_bound: Some(1),
-            ..Host::default()
-        };
-        gate.set_key_view(P, keys_arrived(1));
-        admit_waiting(
-            &mut room,
-            &mut gate,
-            &mut host,
-            1,
-            request("opaque-token-1"),
-            &mut counts,
-        );
-        let second = room.admit(
-            &mut gate,
-            RequestId(2),
-            request("opaque-token-2"),
-            NOW,
-            &mut host,
-            &mut counts,
-        );
+        let mut world = World::new(true, keys_arrived(1), MAX_PARKED);
+        world.host.queue_bound = Some(1);
+        world.admit_waiting(1, request("opaque-token-1"));
+        let second = world.admit(2, request("opaque-token-2"));
         assert_eq!(status(&second), 503);
-        assert_eq!(counts.introspection_misses, 1);
-        assert_eq!(counts.waiting, 1);
+        assert_eq!(world.counts.introspection_misses, 1);
+        assert_eq!(world.counts.waiting, 1);
     }
 }

@@ -618,14 +618,7 @@ fn rsa_keys(
     }
     let algs: Vec<Alg> = match alg {
         Some(a) => vec![a],
-        None => vec![
-            Alg::Rs256,
-            Alg::Rs384,
-            Alg::Rs512,
-            Alg::Ps256,
-            Alg::Ps384,
-            Alg::Ps512,
-        ],
+        None => Alg::ALL.into_iter().filter(|a| a.rsa().is_some()).collect(),
     };
     let key = Rc::new(RsaVerifier::new(&n, &e).ok_or(KeyProblem::InvalidRsaKey)?);
     Ok(algs

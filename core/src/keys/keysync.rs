@@ -150,13 +150,8 @@ mod tests {
 
     fn policy() -> RefreshPolicy {
         RefreshPolicy {
-            default_ms: 300_000,
             min_ms: 1_000,
-            max_ms: 3_600_000,
-            unknown_kid_ms: 30_000,
-            max_stale_ms: 86_400_000,
-            max_backoff_ms: 60_000,
-            lease_ms: 10_000,
+            ..crate::keys::remote::tests::policy()
         }
     }
 

@@ -400,7 +400,7 @@ pub fn max_age(cache_control: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -427,7 +427,8 @@ mod tests {
         assert_eq!(max_age("private"), None);
     }
 
-    fn policy() -> RefreshPolicy {
+    /// The refresh policy the key tests start from.
+    pub(crate) fn policy() -> RefreshPolicy {
         RefreshPolicy {
             default_ms: 300_000,
             min_ms: 30_000,
