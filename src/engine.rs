@@ -13,14 +13,14 @@ use tokengate_core::engine::gate::{Gate, Wait, WaitReason};
 use tokengate_core::engine::waiting::{Arrange, WaitCounts, WaitingRoom};
 use tokengate_core::policy::decision::{Decision, Outcome};
 use tokengate_core::provider::ProviderId;
+use tokengate_core::time::UnixMillis;
 use tokengate_core::token::extract::TokenRemoval;
 
-/// Unix time in milliseconds from the host clock.
-pub fn now_ms() -> Option<u64> {
+/// The host clock's reading.
+pub fn now_ms() -> Option<UnixMillis> {
     let t = hostcalls::get_current_time().ok()?;
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as u64)
+    let ms = t.duration_since(UNIX_EPOCH).ok()?.as_millis();
+    Some(UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX)))
 }
 
 /// State shared by the root context and the request contexts of one VM (one worker).

@@ -17,6 +17,7 @@ use tokengate_core::introspection::{
 };
 use tokengate_core::keys::remote::{Answer, Url};
 use tokengate_core::provider::ProviderId;
+use tokengate_core::time::UnixMillis;
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
@@ -77,7 +78,7 @@ impl IntrospectionSync {
         endpoint: Option<Url>,
         discovering: bool,
         gate: &mut Gate,
-        now_ms: u64,
+        now_ms: UnixMillis,
     ) {
         let endpoint = self.client.settings().endpoint.clone().or(endpoint);
         let state = match (&endpoint, discovering) {
@@ -96,7 +97,7 @@ impl IntrospectionSync {
             let Some(url) = &endpoint else { continue };
             let sent = self
                 .client
-                .request(&token, url, now_ms / 1000, random_u64())
+                .request(&token, url, now_ms.as_secs(), random_u64())
                 .map_err(IntrospectionError::NotSent)
                 .and_then(|call| {
                     let headers: Vec<(&str, &str)> = call
@@ -135,7 +136,7 @@ impl IntrospectionSync {
         num_headers: usize,
         body_size: usize,
         gate: &mut Gate,
-        now_ms: u64,
+        now_ms: UnixMillis,
     ) -> Option<Answered> {
         let call = CallId(token_id);
         if !self.queue.owns(call) {
@@ -173,7 +174,7 @@ impl IntrospectionSync {
         gate: &mut Gate,
         key: &str,
         result: Result<Introspected, IntrospectionError>,
-        now_ms: u64,
+        now_ms: UnixMillis,
     ) {
         match &result {
             Ok(Introspected::Active(_)) => bump(self.active),

@@ -14,6 +14,7 @@ use tokengate_core::keys::jwks::{self, KeyPolicy, KeySet, ParsedKeys};
 use tokengate_core::keys::keysync::{self, SyncRecord};
 use tokengate_core::keys::remote::{self, Callout, FetchError, FetchKind, RemoteJwks, Url};
 use tokengate_core::provider::ProviderId;
+use tokengate_core::time::UnixMillis;
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
@@ -255,27 +256,28 @@ impl ProviderSync {
         }
     }
 
-    /// The gate's view of these keys at `now` (ms).
-    pub fn view(&self, rec: &SyncRecord, now: u64) -> KeyView {
+    /// The gate's view of these keys at `now`. The shared record keeps its times as Unix
+    /// milliseconds.
+    fn view(&self, rec: &SyncRecord, now: UnixMillis) -> KeyView {
         KeyView {
             keys: self.keys.clone(),
             version: self.loaded_version,
             usable_until: if self.keys.is_some() {
-                rec.fetched_at
-                    .saturating_add(self.remote.refresh.max_stale_ms)
+                UnixMillis(rec.fetched_at).plus_ms(self.remote.refresh.max_stale_ms)
             } else {
-                0
+                UnixMillis(0)
             },
-            fetching: self.inflight.is_some() || rec.lease_held(now),
-            next_fetch_at: rec.next_fetch_at(),
-            kid_refetch_from: rec.kid_refetch_from(&self.remote.refresh),
+            fetching: self.inflight.is_some() || rec.lease_held(now.0),
+            next_fetch_at: UnixMillis(rec.next_fetch_at()),
+            kid_refetch_from: UnixMillis(rec.kid_refetch_from(&self.remote.refresh)),
             last_error: rec.last_error.clone(),
         }
     }
 
     /// The tick: load what other workers published, then start a fetch if one is due and
     /// this worker wins the lease. Returns the view for the gate.
-    pub fn tick(&mut self, me: u64, now: u64) -> KeyView {
+    pub fn tick(&mut self, me: u64, at: UnixMillis) -> KeyView {
+        let now = at.0;
         let (rec, cas) = self.read_record();
         self.load_published(&rec);
         if self.inflight.is_none() {
@@ -301,7 +303,7 @@ impl ProviderSync {
             }
         }
         let (rec, _) = self.read_record();
-        self.view(&rec, now)
+        self.view(&rec, at)
     }
 
     /// Dispatches discovery or the key fetch, whichever is next.
@@ -369,7 +371,8 @@ impl ProviderSync {
     }
 
     /// Handles the answer to this provider's callout.
-    pub fn on_response(&mut self, num_headers: usize, body_size: usize, now: u64) {
+    pub fn on_response(&mut self, num_headers: usize, body_size: usize, at: UnixMillis) {
+        let now = at.0;
         let Some((_, kind)) = self.inflight.take() else {
             return;
         };
@@ -505,7 +508,7 @@ impl ProviderSync {
     }
 
     /// The view after a response, for the gate.
-    pub fn current_view(&self, now: u64) -> KeyView {
+    pub fn current_view(&self, now: UnixMillis) -> KeyView {
         let (rec, _) = self.read_record();
         self.view(&rec, now)
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokengate_core::engine::gate::{Gate, KeyView};
 use tokengate_core::engine::waiting::{Next, RequestId, WaitCounts, WaitingRoom};
 use tokengate_core::provider::ProviderId;
+use tokengate_core::time::UnixMillis;
 use tokengate_core::{config::settings, engine::tick};
 
 pub struct FilterRoot {
@@ -38,7 +39,7 @@ impl FilterRoot {
     /// Carries out the waiting room's decisions for requests whose wait is over (or all of
     /// them, `everything`, when the configuration is replaced), then sends the introspections
     /// that requests newly wait for.
-    fn release_waiting(&self, shared: &Shared, now: u64, everything: bool) {
+    fn release_waiting(&self, shared: &Shared, now: UnixMillis, everything: bool) {
         let mut counts = WaitCounts::default();
         let decided = {
             let mut gate = shared.gate.borrow_mut();
@@ -69,7 +70,7 @@ impl FilterRoot {
         let _ = hostcalls::set_effective_context(self.context_id);
     }
 
-    fn sync_keys(&self, shared: &Shared, now: u64) {
+    fn sync_keys(&self, shared: &Shared, now: UnixMillis) {
         let views: Vec<(ProviderId, KeyView)> = shared
             .syncs
             .borrow_mut()
@@ -83,7 +84,7 @@ impl FilterRoot {
     }
 
     /// Sends the queued introspections.
-    fn dispatch_introspections(&self, shared: &Shared, now: u64) {
+    fn dispatch_introspections(&self, shared: &Shared, now: UnixMillis) {
         let mut introspections = shared.introspections.borrow_mut();
         for sync in introspections.iter_mut().filter(|s| s.queue.has_work()) {
             let syncs = shared.syncs.borrow();
@@ -96,7 +97,7 @@ impl FilterRoot {
     }
 
     /// Sets the next tick from what this VM waits for ([`tick::plan`]).
-    fn adjust_tick(&self, shared: &Shared, now: u64) {
+    fn adjust_tick(&self, shared: &Shared, now: UnixMillis) {
         let parked_deadline = shared.waiting.borrow().earliest_deadline();
         let introspections_queued = shared
             .introspections

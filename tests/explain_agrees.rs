@@ -26,6 +26,7 @@ use tokengate_core::engine::gate::{Gate, KeyView, Request};
 use tokengate_core::keys::jwks::parse_jwks_str;
 use tokengate_core::policy::decision::Outcome;
 use tokengate_core::request::headers::HeaderMap;
+use tokengate_core::time::UnixMillis;
 use tokengate_testkit::devidp::RunningIdp;
 use tokengate_testkit::idp::{self, PROJECT};
 use tokengate_testkit::mint::{self, b64, claims, zitadel_roles};
@@ -151,7 +152,7 @@ impl Group {
                 KeyView {
                     keys: Some(Rc::new(keys)),
                     version: 1,
-                    usable_until: u64::MAX,
+                    usable_until: UnixMillis::MAX,
                     ..KeyView::default()
                 },
             );
@@ -288,11 +289,13 @@ fn all_agree(group: &Group, rows: &[Row]) {
     );
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap()
+fn now_ms() -> UnixMillis {
+    UnixMillis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap(),
+    )
 }
 
 // ---- The main configuration ----------------------------------------------------------------

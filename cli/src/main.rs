@@ -18,6 +18,7 @@ use tokengate_core::engine::explain::explain;
 use tokengate_core::engine::gate::{Gate, KeyView, Request};
 use tokengate_core::keys::jwks::KeySet;
 use tokengate_core::keys::remote;
+use tokengate_core::time::UnixMillis;
 
 const USAGE: &str = "usage: tokengate validate FILE
        tokengate explain --config FILE (--token TOKEN | --token-file FILE) [--method GET] [--path /]
@@ -227,7 +228,7 @@ fn explain_cmd(args: &[String]) -> Result<bool, Failure> {
             KeyView {
                 keys: Some(Rc::new(keys)),
                 version: 1,
-                usable_until: u64::MAX,
+                usable_until: UnixMillis::MAX,
                 ..KeyView::default()
             },
         );
@@ -257,7 +258,7 @@ fn explain_cmd(args: &[String]) -> Result<bool, Failure> {
             .unwrap_or(0),
     };
     let headers = tokengate_core::request::headers::HeaderMap::from_pairs(headers);
-    let explanation = explain(&mut gate, &Request::new(&headers), now_ms);
+    let explanation = explain(&mut gate, &Request::new(&headers), UnixMillis(now_ms));
     for s in &explanation.steps {
         let mark = match s.passed {
             Some(true) => "[ok]  ",

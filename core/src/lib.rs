@@ -4,7 +4,7 @@
 //! headers and the time and turns the returned [`policy::decision::Decision`] into host
 //! calls, the split rustls and Kuadrant's wasm-shim use.
 //!
-//! From the bottom up: [`support`] (bytes, bounded caches), [`provider`] (a provider's id), [`request`] (the request's canonical form),
+//! From the bottom up: [`support`] (bytes, bounded caches), [`provider`] (a provider's id), [`time`] (times with their unit), [`request`] (the request's canonical form),
 //! [`token`] (finding and verifying a token), [`keys`] (key sets and their sync),
 //! [`introspection`] (RFC 7662), [`policy`] (rules and decisions), [`config`] (the
 //! configuration compiled into settings), and [`engine`] (a request's decision, its caches,
@@ -19,4 +19,5 @@ pub mod policy;
 pub mod provider;
 pub mod request;
 pub mod support;
+pub mod time;
 pub mod token;

@@ -3,9 +3,10 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
+use tokengate_core::config::settings;
 use tokengate_core::engine::gate::{Gate, Request};
 use tokengate_core::request::headers::HeaderMap;
-use tokengate_core::config::settings;
+use tokengate_core::time::UnixMillis;
 
 thread_local! {
     static GATE: RefCell<Option<Gate>> = const { RefCell::new(None) };
@@ -29,10 +30,16 @@ fuzz_target!(|data: &[u8]| {
     GATE.with(|gate| {
         let mut gate = gate.borrow_mut();
         if gate.is_none() {
-            *gate = settings::compile_str(CONFIG).ok().map(|(s, _)| Gate::new(s));
+            *gate = settings::compile_str(CONFIG)
+                .ok()
+                .map(|(s, _)| Gate::new(s));
         }
         let Some(gate) = gate.as_mut() else { return };
-        let _ = gate.evaluate(&Request::new(&headers), 1_800_000_000_000, true);
-        let _ = gate.evaluate(&Request::new(&headers), 1_800_000_000_000, false);
+        let _ = gate.evaluate(&Request::new(&headers), UnixMillis(1_800_000_000_000), true);
+        let _ = gate.evaluate(
+            &Request::new(&headers),
+            UnixMillis(1_800_000_000_000),
+            false,
+        );
     });
 });

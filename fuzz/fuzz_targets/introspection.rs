@@ -9,6 +9,22 @@ fuzz_target!(|data: &[u8]| {
         Some((s, rest)) => (Some(u16::from(*s) * 3), rest),
         None => (None, data),
     };
-    let _ = read_answer(&Answer { status, cache_control: None, body, body_size: body.len() }, 65536);
-    let _ = read_answer(&Answer { status: Some(200), cache_control: None, body: data, body_size: data.len() }, 65536);
+    let _ = read_answer(
+        &Answer {
+            status,
+            cache_control: None,
+            body,
+            body_size: body.len(),
+        },
+        65536,
+    );
+    let _ = read_answer(
+        &Answer {
+            status: Some(200),
+            cache_control: None,
+            body: data,
+            body_size: data.len(),
+        },
+        65536,
+    );
 });

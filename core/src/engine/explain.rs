@@ -4,6 +4,7 @@
 
 use crate::engine::gate::{Gate, Request, Trace, Verdict};
 use crate::policy::decision::{Decision, Outcome};
+use crate::time::UnixMillis;
 use crate::token::extract::{self, Extraction};
 use crate::token::jwt;
 use serde_json::{Map, Value};
@@ -42,7 +43,7 @@ impl Trace for Steps {
 
 /// Explains the decision for `req` at `now_ms`. Nothing waits here: keys not fetched and
 /// introspection answers not cached are reported as the filter would find them at once.
-pub fn explain(gate: &mut Gate, req: &Request<'_>, now_ms: u64) -> Explanation {
+pub fn explain(gate: &mut Gate, req: &Request<'_>, now_ms: UnixMillis) -> Explanation {
     let mut steps = Steps(Vec::new());
     let decision = match gate.evaluate_traced(req, now_ms, false, &mut steps) {
         Verdict::Decided(d) => Some(d),
@@ -96,7 +97,7 @@ mod tests {
     use crate::support::b64;
 
     const SECRET: &[u8] = b"a test secret of thirty-two bytes";
-    const NOW_MS: u64 = 1_700_000_000_000;
+    const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
 
     /// A gate for one provider with an inline HS256 key; `extra` is merged into the provider.
     fn gate(extra: serde_json::Value, rules: serde_json::Value) -> Gate {
@@ -118,7 +119,7 @@ mod tests {
         let header = b64::encode(br#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#);
         let claims = format!(
             r#"{{"iss":"https://issuer.test","aud":"api","sub":"u1","exp":{}}}"#,
-            NOW_MS / 1000 + 600
+            NOW.as_secs() + 600
         );
         let input = format!("{}.{}", header, b64::encode(claims.as_bytes()));
         let mac = hmac_sha256::HMAC::mac(input.as_bytes(), SECRET);
@@ -143,7 +144,7 @@ mod tests {
     }
 
     fn filter_status(gate: &mut Gate, headers: &HeaderMap) -> u16 {
-        match gate.evaluate(&Request::new(headers), NOW_MS, false) {
+        match gate.evaluate(&Request::new(headers), NOW, false) {
             Verdict::Decided(d) => status(&Some(d)),
             Verdict::Wait(_) => 0,
         }
@@ -161,7 +162,7 @@ mod tests {
         let rules = serde_json::json!([{"name": "loopback-v6", "match": {"hosts": ["[::1]"]}, "deny": true}]);
         let mut gate = gate(serde_json::json!({}), rules);
         let headers = request("[::1]:8080");
-        let explained = explain(&mut gate, &Request::new(&headers), NOW_MS);
+        let explained = explain(&mut gate, &Request::new(&headers), NOW);
         assert!(
             step(&explained, "rule").detail.contains("rule loopback-v6"),
             "{:?}",
@@ -179,7 +180,7 @@ mod tests {
         }});
         let mut gate = gate(introspection, serde_json::json!([]));
         let headers = request("api.test");
-        let explained = explain(&mut gate, &Request::new(&headers), NOW_MS);
+        let explained = explain(&mut gate, &Request::new(&headers), NOW);
         let introspection = step(&explained, "introspection");
         assert_eq!(introspection.passed, None);
         assert!(
@@ -196,7 +197,7 @@ mod tests {
     fn no_step_repeats_the_token() {
         let mut gate = gate(serde_json::json!({}), serde_json::json!([]));
         let headers = request("api.test");
-        let explained = explain(&mut gate, &Request::new(&headers), NOW_MS);
+        let explained = explain(&mut gate, &Request::new(&headers), NOW);
         let signature = token().rsplit('.').next().unwrap_or_default().to_owned();
         for s in &explained.steps {
             assert!(!s.detail.contains(&signature), "{:?}", s);

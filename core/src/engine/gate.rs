@@ -12,6 +12,7 @@ use crate::request::edge;
 use crate::request::headers::HeaderMap;
 use crate::support::cache::BoundedCache;
 use crate::support::heap;
+use crate::time::UnixMillis;
 use crate::token::extract::{self, Extraction, TokenSource};
 use crate::token::jwt;
 use crate::token::principal::Principal;
@@ -65,41 +66,39 @@ impl VerifiedToken {
 }
 
 /// What one VM knows about a remote provider's keys; the host refreshes it on every tick
-/// from the shared [`crate::keys::keysync::SyncRecord`]. Times in Unix milliseconds.
+/// from the shared [`crate::keys::keysync::SyncRecord`].
 #[derive(Debug, Clone, Default)]
 pub struct KeyView {
     /// The last good key set loaded into this VM.
     pub keys: Option<Rc<KeySet>>,
     pub version: u64,
     /// The keys are used until then (fetched_at + max staleness).
-    pub usable_until: u64,
+    pub usable_until: UnixMillis,
     /// Some worker is fetching right now.
     pub fetching: bool,
     /// When the next fetch can start (for waiting and for Retry-After).
-    pub next_fetch_at: u64,
+    pub next_fetch_at: UnixMillis,
     /// Earliest time an unknown `kid` may trigger a refetch.
-    pub kid_refetch_from: u64,
+    pub kid_refetch_from: UnixMillis,
     pub last_error: Option<String>,
 }
 
 impl KeyView {
-    fn usable(&self, now: u64) -> Option<&KeySet> {
+    fn usable(&self, now: UnixMillis) -> Option<&KeySet> {
         self.keys.as_deref().filter(|_| now < self.usable_until)
     }
 
     /// Whether new keys can come soon enough to make a request wait for them.
-    fn coming(&self, now: u64) -> bool {
+    fn coming(&self, now: UnixMillis) -> bool {
         self.fetching || now >= self.next_fetch_at
     }
 
-    fn retry_after_s(&self, now: u64) -> u64 {
+    fn retry_after_s(&self, now: UnixMillis) -> u64 {
         if self.fetching {
             1
         } else {
-            self.next_fetch_at
-                .saturating_sub(now)
-                .div_ceil(1000)
-                .clamp(1, 300)
+            let wait = now.until(self.next_fetch_at).as_millis();
+            u64::try_from(wait.div_ceil(1000)).map_or(300, |s| s.clamp(1, 300))
         }
     }
 }
@@ -129,20 +128,20 @@ impl std::fmt::Debug for PendingIntrospection {
     }
 }
 
-/// A request to park until what it waits for arrives or `deadline` (Unix ms) passes; then
+/// A request to park until what it waits for arrives or `deadline` passes; then
 /// decide again with waiting disallowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wait {
     pub provider: ProviderId,
     pub reason: WaitReason,
-    pub deadline: u64,
+    pub deadline: UnixMillis,
     /// For [`WaitReason::Introspection`].
     pub introspect: Option<PendingIntrospection>,
 }
 
 impl Wait {
     /// A wait for `provider`'s keys (first keys, or a refetch for an unknown `kid`).
-    fn for_keys(provider: ProviderId, reason: WaitReason, deadline: u64) -> Wait {
+    fn for_keys(provider: ProviderId, reason: WaitReason, deadline: UnixMillis) -> Wait {
         Wait {
             provider,
             reason,
@@ -280,9 +279,9 @@ impl Gate {
         provider: ProviderId,
         key: &str,
         answer: Result<Introspected, IntrospectionError>,
-        now_ms: u64,
+        now: UnixMillis,
     ) {
-        let now = now_ms / 1000;
+        let now = now.as_secs();
         let Some(p) = self.settings.provider(provider) else {
             return;
         };
@@ -391,10 +390,10 @@ impl Gate {
         }
     }
 
-    /// Decides about one request at `now_ms` (Unix milliseconds). With `may_wait`, a request
+    /// Decides about one request at `now_ms`. With `may_wait`, a request
     /// whose token needs keys that are on their way gets [`Verdict::Wait`]; the host parks it
     /// and calls again, with `may_wait` false, once the keys change or the wait ends.
-    pub fn evaluate(&mut self, req: &Request<'_>, now_ms: u64, may_wait: bool) -> Verdict {
+    pub fn evaluate(&mut self, req: &Request<'_>, now_ms: UnixMillis, may_wait: bool) -> Verdict {
         self.evaluate_traced(req, now_ms, may_wait, &mut NoTrace)
     }
 
@@ -402,7 +401,7 @@ impl Gate {
     pub fn evaluate_traced<T: Trace>(
         &mut self,
         req: &Request<'_>,
-        now_ms: u64,
+        now_ms: UnixMillis,
         may_wait: bool,
         trace: &mut T,
     ) -> Verdict {
@@ -671,7 +670,7 @@ fn authenticate<T: Trace>(
     learned: &mut Learned,
     token: &str,
     rule: &RouteRule,
-    now_ms: u64,
+    now_ms: UnixMillis,
     may_wait: bool,
     trace: &mut T,
 ) -> Authentication {
@@ -680,7 +679,7 @@ fn authenticate<T: Trace>(
         views,
         introspected,
     } = learned;
-    let now = now_ms / 1000;
+    let now = now_ms.as_secs();
     let max = settings.max_token_bytes;
     if token.len() > max {
         note(trace, "size", Some(false), || {
@@ -811,7 +810,7 @@ fn authenticate<T: Trace>(
                         note(trace, "keys", None, || {
                             "not fetched yet: the filter waits for them".into()
                         });
-                        let deadline = now_ms + remote.startup_wait_ms;
+                        let deadline = now_ms.plus_ms(remote.startup_wait_ms);
                         return Authentication::Wait(Wait::for_keys(
                             index,
                             WaitReason::FirstKeys,
@@ -853,7 +852,8 @@ fn authenticate<T: Trace>(
                         note(trace, "keys", None, || {
                             "the filter refetches the keys for this kid and waits".into()
                         });
-                        let deadline = now_ms + remote.timeout_ms.saturating_mul(2) + 1000;
+                        let deadline = now_ms
+                            .plus_ms(remote.timeout_ms.saturating_mul(2).saturating_add(1000));
                         return Authentication::Wait(Wait::for_keys(
                             index,
                             WaitReason::UnknownKid,
@@ -916,7 +916,7 @@ fn also_introspect<T: Trace>(
     verified: Rc<VerifiedToken>,
     token: &str,
     cache_use: CacheUse,
-    now_ms: u64,
+    now_ms: UnixMillis,
     may_wait: bool,
     trace: &mut T,
 ) -> Authentication {
@@ -952,11 +952,11 @@ fn introspect<T: Trace>(
     provider: ProviderId,
     token: &str,
     jwt: Option<Rc<VerifiedToken>>,
-    now_ms: u64,
+    now_ms: UnixMillis,
     may_wait: bool,
     trace: &mut T,
 ) -> Authentication {
-    let now = now_ms / 1000;
+    let now = now_ms.as_secs();
     let p = settings.provider(provider);
     let (Some(Some(cache)), Some(p), Some(config)) = (
         introspected.get_mut(provider.index()),
@@ -1011,7 +1011,7 @@ fn introspect<T: Trace>(
         None if may_wait => Authentication::Wait(Wait {
             provider,
             reason: WaitReason::Introspection,
-            deadline: now_ms + config.timeout_ms + 1000,
+            deadline: now_ms.plus_ms(config.timeout_ms.saturating_add(1000)),
             introspect: Some(PendingIntrospection {
                 key,
                 token: token.to_owned(),
@@ -1370,7 +1370,7 @@ mod tests {
     /// Verifies `token` through the gate (it must be allowed) and returns what was cached.
     fn cached(gate: &mut Gate, token: &str) -> Rc<VerifiedToken> {
         let headers = opaque_request(token);
-        match gate.evaluate(&Request::new(&headers), 1_000_000_000, true) {
+        match gate.evaluate(&Request::new(&headers), UnixMillis(1_000_000_000), true) {
             Verdict::Decided(d) => assert_eq!(d.outcome, Outcome::Allowed, "{}", d.detail),
             Verdict::Wait(_) => panic!("inline keys never wait"),
         }
@@ -1438,7 +1438,7 @@ mod tests {
     fn an_introspection_answer_is_counted_with_its_token_block() {
         let mut gate = introspecting_gate();
         let headers = opaque_request("opaque-token-bytes");
-        let now_ms = 1_000_000_000;
+        let now_ms = UnixMillis(1_000_000_000);
         let key = awaited_key(&mut gate, &headers, now_ms);
         gate.record_introspection(P, &key, Ok(answer_with_exp(2_000_000)), now_ms);
         let Some(Some(cache)) = gate.learned.introspected.get_mut(0) else {
@@ -1468,8 +1468,11 @@ mod tests {
             (":authority", "api.test".to_string()),
             ("authorization", format!("Bearer {}", token)),
         ]);
-        let decide = |gate: &mut Gate| match gate.evaluate(&Request::new(&headers), 1_000_000, true)
-        {
+        let decide = |gate: &mut Gate| match gate.evaluate(
+            &Request::new(&headers),
+            UnixMillis(1_000_000),
+            true,
+        ) {
             Verdict::Decided(d) => {
                 assert_eq!(d.outcome, Outcome::Allowed);
                 d.detail
@@ -1506,7 +1509,7 @@ mod tests {
     }
 
     /// The cache key of the token `headers` carry, from the wait for its introspection.
-    fn awaited_key(gate: &mut Gate, headers: &HeaderMap, now_ms: u64) -> String {
+    fn awaited_key(gate: &mut Gate, headers: &HeaderMap, now_ms: UnixMillis) -> String {
         match gate.evaluate(&Request::new(headers), now_ms, true) {
             Verdict::Wait(wait) => wait.introspect.unwrap().key,
             Verdict::Decided(d) => panic!("decided without an answer: {:?}", d.outcome),
@@ -1525,10 +1528,10 @@ mod tests {
     fn an_introspection_answer_expired_within_the_skew_is_accepted() {
         let mut gate = introspecting_gate();
         let headers = opaque_request("opaque-token-1");
-        let now_ms = 1_000_000_000;
+        let now_ms = UnixMillis(1_000_000_000);
         let key = awaited_key(&mut gate, &headers, now_ms);
         gate.record_introspection(P, &key, Ok(answer_with_exp(1_000_000 - 5)), now_ms);
-        match gate.evaluate(&Request::new(&headers), now_ms + 10, true) {
+        match gate.evaluate(&Request::new(&headers), now_ms.plus_ms(10), true) {
             Verdict::Decided(d) => assert_eq!(d.outcome, Outcome::Allowed, "{}", d.detail),
             Verdict::Wait(_) => panic!("the answer was stored already expired"),
         }
@@ -1538,12 +1541,12 @@ mod tests {
     fn an_introspection_answer_expired_beyond_the_skew_is_refused_from_the_cache() {
         let mut gate = introspecting_gate();
         let headers = opaque_request("opaque-token-2");
-        let now_ms = 1_000_000_000;
+        let now_ms = UnixMillis(1_000_000_000);
         let key = awaited_key(&mut gate, &headers, now_ms);
         gate.record_introspection(P, &key, Ok(answer_with_exp(1_000_000 - 200)), now_ms);
         // Refused as expired for the negative TTL, never a new callout (Wait) meanwhile.
         for later_ms in [0, 5_000, 9_000] {
-            match gate.evaluate(&Request::new(&headers), now_ms + later_ms, true) {
+            match gate.evaluate(&Request::new(&headers), now_ms.plus_ms(later_ms), true) {
                 Verdict::Decided(d) => {
                     assert_eq!(d.outcome, Outcome::Denied(DenyReason::Expired));
                     assert_eq!(d.denial.map(|x| x.status), Some(401));
@@ -1552,7 +1555,7 @@ mod tests {
             }
         }
         assert!(matches!(
-            gate.evaluate(&Request::new(&headers), now_ms + 11_000, true),
+            gate.evaluate(&Request::new(&headers), now_ms.plus_ms(11_000), true),
             Verdict::Wait(_)
         ));
     }
@@ -1561,14 +1564,14 @@ mod tests {
     fn an_unusable_introspection_answer_is_not_asked_again_within_the_negative_ttl() {
         let mut gate = introspecting_gate();
         let headers = opaque_request("opaque-token-3");
-        let now_ms = 1_000_000_000;
+        let now_ms = UnixMillis(1_000_000_000);
         let key = awaited_key(&mut gate, &headers, now_ms);
         let members = serde_json::json!({"iss": "https://other.test", "exp": 2_000_000});
         let Value::Object(members) = members else {
             unreachable!()
         };
         gate.record_introspection(P, &key, Ok(Introspected::Active(members)), now_ms);
-        match gate.evaluate(&Request::new(&headers), now_ms + 9_000, true) {
+        match gate.evaluate(&Request::new(&headers), now_ms.plus_ms(9_000), true) {
             Verdict::Decided(d) => {
                 assert_eq!(d.denial.as_ref().map(|x| x.status), Some(503));
                 assert!(!d.detail.contains("other.test"), "{}", d.detail);
@@ -1592,7 +1595,9 @@ mod tests {
         let input = format!("{}.{}", header, payload);
         let sig = crate::support::b64::encode(&hmac_sha256::HMAC::mac(input.as_bytes(), secret));
         let headers = opaque_request(&format!("{}.{}", input, sig));
-        let Verdict::Decided(d) = gate.evaluate(&Request::new(&headers), 1_000_000, true) else {
+        let Verdict::Decided(d) =
+            gate.evaluate(&Request::new(&headers), UnixMillis(1_000_000), true)
+        else {
             panic!("inline keys never wait");
         };
         assert_eq!(d.denial.as_ref().map(|x| x.status), Some(401));

@@ -6,6 +6,7 @@
 
 use crate::engine::gate::PendingIntrospection;
 use crate::introspection::{Introspected, IntrospectionError};
+use crate::time::UnixMillis;
 use std::collections::HashMap;
 
 /// At most this many distinct tokens await introspection per provider and worker by default.
@@ -20,8 +21,8 @@ struct Pending {
     /// The callout, once sent.
     call: Option<CallId>,
     /// While discovery has not found the endpoint, the token stays queued until the last
-    /// request waiting for it gives up (Unix ms).
-    wait_until: u64,
+    /// request waiting for it gives up.
+    wait_until: UnixMillis,
     /// The endpoint refused one client assertion already; a second refusal is final.
     retried: bool,
 }
@@ -83,10 +84,10 @@ impl IntrospectionQueue {
         }
     }
 
-    /// Queues a token for requests that wait until `wait_until` (Unix ms); a token already
+    /// Queues a token for requests that wait until `wait_until`; a token already
     /// queued or in flight is not queued twice. False when too many are queued already (the
     /// request is then decided without waiting).
-    pub fn enqueue(&mut self, p: &PendingIntrospection, wait_until: u64) -> bool {
+    pub fn enqueue(&mut self, p: &PendingIntrospection, wait_until: UnixMillis) -> bool {
         if let Some(queued) = self.pending.get_mut(&p.key) {
             queued.wait_until = queued.wait_until.max(wait_until);
             return true;
@@ -123,12 +124,12 @@ impl IntrospectionQueue {
     /// What to do now with the queued tokens not in flight. While discovery has not answered,
     /// a token waits for it as long as a request waits for the token; tokens that cannot be
     /// sent leave the queue with the failure to record.
-    pub fn to_send(&mut self, endpoint: Endpoint, now_ms: u64) -> Vec<Send> {
+    pub fn to_send(&mut self, endpoint: Endpoint, now: UnixMillis) -> Vec<Send> {
         let ready: Vec<String> = self
             .pending
             .iter()
             .filter(|(_, p)| p.call.is_none())
-            .filter(|(_, p)| endpoint != Endpoint::Discovering || now_ms >= p.wait_until)
+            .filter(|(_, p)| endpoint != Endpoint::Discovering || now >= p.wait_until)
             .map(|(k, _)| k.clone())
             .collect();
         let mut out = Vec::with_capacity(ready.len());
@@ -235,35 +236,35 @@ mod tests {
     #[test]
     fn requests_for_one_token_share_one_callout() {
         let mut queue = IntrospectionQueue::default();
-        assert!(queue.enqueue(&token(1), 5_000));
-        assert!(queue.enqueue(&token(1), 6_000));
-        let sends = queue.to_send(Endpoint::Known, 1_000);
+        assert!(queue.enqueue(&token(1), UnixMillis(5_000)));
+        assert!(queue.enqueue(&token(1), UnixMillis(6_000)));
+        let sends = queue.to_send(Endpoint::Known, UnixMillis(1_000));
         assert_eq!(calls(&sends), ["key-1"]);
         queue.sent("key-1", CallId(7));
         assert!(
-            queue.to_send(Endpoint::Known, 1_010).is_empty(),
+            queue.to_send(Endpoint::Known, UnixMillis(1_010)).is_empty(),
             "in flight: not sent again"
         );
         assert!(
-            queue.enqueue(&token(1), 7_000),
+            queue.enqueue(&token(1), UnixMillis(7_000)),
             "a later request joins the callout"
         );
-        assert!(queue.to_send(Endpoint::Known, 1_020).is_empty());
+        assert!(queue.to_send(Endpoint::Known, UnixMillis(1_020)).is_empty());
     }
 
     #[test]
     fn a_full_queue_refuses_new_tokens_but_not_queued_ones() {
         let mut queue = IntrospectionQueue::new(1);
-        assert!(queue.enqueue(&token(1), 5_000));
-        assert!(!queue.enqueue(&token(2), 5_000));
-        assert!(queue.enqueue(&token(1), 5_000));
+        assert!(queue.enqueue(&token(1), UnixMillis(5_000)));
+        assert!(!queue.enqueue(&token(2), UnixMillis(5_000)));
+        assert!(queue.enqueue(&token(1), UnixMillis(5_000)));
     }
 
     #[test]
     fn an_answer_for_a_callout_nobody_owns_settles_nothing() {
         let mut queue = IntrospectionQueue::default();
-        queue.enqueue(&token(1), 5_000);
-        queue.to_send(Endpoint::Known, 1_000);
+        queue.enqueue(&token(1), UnixMillis(5_000));
+        queue.to_send(Endpoint::Known, UnixMillis(1_000));
         queue.sent("key-1", CallId(7));
         assert!(!queue.owns(CallId(8)));
         assert_eq!(
@@ -276,8 +277,8 @@ mod tests {
     #[test]
     fn an_answer_settles_its_token_and_empties_the_queue() {
         let mut queue = IntrospectionQueue::default();
-        queue.enqueue(&token(1), 5_000);
-        queue.to_send(Endpoint::Known, 1_000);
+        queue.enqueue(&token(1), UnixMillis(5_000));
+        queue.to_send(Endpoint::Known, UnixMillis(1_000));
         queue.sent("key-1", CallId(7));
         let settled = queue.answered(CallId(7), Ok(Introspected::Inactive), false);
         assert_eq!(
@@ -293,14 +294,14 @@ mod tests {
     #[test]
     fn a_refused_client_assertion_is_sent_once_more_then_recorded() {
         let mut queue = IntrospectionQueue::default();
-        queue.enqueue(&token(1), 5_000);
-        queue.to_send(Endpoint::Known, 1_000);
+        queue.enqueue(&token(1), UnixMillis(5_000));
+        queue.to_send(Endpoint::Known, UnixMillis(1_000));
         queue.sent("key-1", CallId(7));
         assert_eq!(
             queue.answered(CallId(7), rejected(), true),
             Some(Settled::Retry)
         );
-        let sends = queue.to_send(Endpoint::Known, 1_100);
+        let sends = queue.to_send(Endpoint::Known, UnixMillis(1_100));
         assert_eq!(calls(&sends), ["key-1"], "sent again");
         queue.sent("key-1", CallId(8));
         assert!(matches!(
@@ -315,8 +316,8 @@ mod tests {
     #[test]
     fn a_refusal_of_a_client_secret_is_recorded_at_once() {
         let mut queue = IntrospectionQueue::default();
-        queue.enqueue(&token(1), 5_000);
-        queue.to_send(Endpoint::Known, 1_000);
+        queue.enqueue(&token(1), UnixMillis(5_000));
+        queue.to_send(Endpoint::Known, UnixMillis(1_000));
         queue.sent("key-1", CallId(7));
         assert!(matches!(
             queue.answered(CallId(7), rejected(), false),
@@ -327,10 +328,12 @@ mod tests {
     #[test]
     fn tokens_wait_for_discovery_as_long_as_their_requests_wait() {
         let mut queue = IntrospectionQueue::default();
-        queue.enqueue(&token(1), 5_000);
-        assert!(queue.to_send(Endpoint::Discovering, 4_999).is_empty());
+        queue.enqueue(&token(1), UnixMillis(5_000));
+        assert!(queue
+            .to_send(Endpoint::Discovering, UnixMillis(4_999))
+            .is_empty());
         assert!(queue.is_pending("key-1"));
-        let sends = queue.to_send(Endpoint::Discovering, 5_000);
+        let sends = queue.to_send(Endpoint::Discovering, UnixMillis(5_000));
         assert!(matches!(&sends[..], [Send::Fail { key, .. }] if key == "key-1"));
         assert!(!queue.has_work());
     }
@@ -338,8 +341,8 @@ mod tests {
     #[test]
     fn tokens_fail_at_once_when_discovery_found_no_endpoint() {
         let mut queue = IntrospectionQueue::default();
-        queue.enqueue(&token(1), 5_000);
-        let sends = queue.to_send(Endpoint::Missing, 1_000);
+        queue.enqueue(&token(1), UnixMillis(5_000));
+        let sends = queue.to_send(Endpoint::Missing, UnixMillis(1_000));
         assert!(matches!(&sends[..], [Send::Fail { .. }]));
     }
 }

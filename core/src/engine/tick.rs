@@ -6,6 +6,7 @@
 //! another worker any moment) and backs off, never past the earliest request's deadline;
 //! with nothing parked it wakes when the next fetch is due, at most once a second.
 
+use crate::time::UnixMillis;
 use std::time::Duration;
 
 /// Period right after a request parks, and the shortest regular period.
@@ -16,16 +17,16 @@ pub const MAX_WHILE_PARKED: Duration = Duration::from_millis(160);
 /// Period with nothing to wait for: gauges, the log level and the regular refresh.
 pub const IDLE: Duration = Duration::from_millis(1000);
 
-/// What the root waits for at one tick. Times are Unix milliseconds.
+/// What the root waits for at one tick.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Waiting {
     /// Introspections queued and not sent yet.
     pub introspections_queued: bool,
     /// The earliest deadline of the parked requests, if any are parked.
-    pub parked_deadline: Option<u64>,
+    pub parked_deadline: Option<UnixMillis>,
     /// The earliest time a key fetch (discovery, refresh or retry) of a provider this VM is
     /// not already fetching may start.
-    pub next_fetch_at: Option<u64>,
+    pub next_fetch_at: Option<UnixMillis>,
 }
 
 /// The next tick's period, and the backoff to keep for the tick after it.
@@ -35,9 +36,9 @@ pub struct TickPlan {
     pub backoff: Duration,
 }
 
-/// Plans the next tick at `now` (ms), given the backoff the previous plan kept.
-pub fn plan(now: u64, waiting: &Waiting, backoff: Duration) -> TickPlan {
-    let until = |at: u64| Duration::from_millis(at.saturating_sub(now));
+/// Plans the next tick at `now`, given the backoff the previous plan kept.
+pub fn plan(now: UnixMillis, waiting: &Waiting, backoff: Duration) -> TickPlan {
+    let until = |at: UnixMillis| now.until(at);
     let fetch = waiting.next_fetch_at.map(until);
     if waiting.introspections_queued {
         return TickPlan {
@@ -68,13 +69,13 @@ pub fn plan(now: u64, waiting: &Waiting, backoff: Duration) -> TickPlan {
 mod tests {
     use super::*;
 
-    const NOW: u64 = 1_000_000;
+    const NOW: UnixMillis = UnixMillis(1_000_000);
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
-    fn parked_until(deadline: u64) -> Waiting {
+    fn parked_until(deadline: UnixMillis) -> Waiting {
         Waiting {
             parked_deadline: Some(deadline),
             ..Waiting::default()
@@ -90,17 +91,17 @@ mod tests {
     #[test]
     fn a_provider_without_keys_ticks_when_its_next_fetch_is_due_not_faster() {
         let retry_in_5s = Waiting {
-            next_fetch_at: Some(NOW + 5_000),
+            next_fetch_at: Some(NOW.plus_ms(5_000)),
             ..Waiting::default()
         };
         assert_eq!(plan(NOW, &retry_in_5s, FAST).period, IDLE);
         let retry_in_300ms = Waiting {
-            next_fetch_at: Some(NOW + 300),
+            next_fetch_at: Some(NOW.plus_ms(300)),
             ..Waiting::default()
         };
         assert_eq!(plan(NOW, &retry_in_300ms, FAST).period, ms(300));
         let overdue = Waiting {
-            next_fetch_at: Some(NOW - 50),
+            next_fetch_at: Some(UnixMillis(NOW.0 - 50)),
             ..Waiting::default()
         };
         assert_eq!(plan(NOW, &overdue, FAST).period, FAST);
@@ -108,7 +109,7 @@ mod tests {
 
     #[test]
     fn parked_requests_start_fast_and_back_off() {
-        let waiting = parked_until(NOW + 10_000);
+        let waiting = parked_until(NOW.plus_ms(10_000));
         let mut backoff = FAST;
         let mut periods = Vec::new();
         for _ in 0..6 {
@@ -121,17 +122,17 @@ mod tests {
 
     #[test]
     fn the_backoff_never_passes_the_earliest_deadline() {
-        let p = plan(NOW, &parked_until(NOW + 70), MAX_WHILE_PARKED);
+        let p = plan(NOW, &parked_until(NOW.plus_ms(70)), MAX_WHILE_PARKED);
         assert_eq!(p.period, ms(70));
-        let overdue = plan(NOW, &parked_until(NOW - 5), MAX_WHILE_PARKED);
+        let overdue = plan(NOW, &parked_until(UnixMillis(NOW.0 - 5)), MAX_WHILE_PARKED);
         assert_eq!(overdue.period, ms(1));
     }
 
     #[test]
     fn a_fetch_due_while_requests_wait_is_started_on_time() {
         let waiting = Waiting {
-            parked_deadline: Some(NOW + 5_000),
-            next_fetch_at: Some(NOW + 30),
+            parked_deadline: Some(NOW.plus_ms(5_000)),
+            next_fetch_at: Some(NOW.plus_ms(30)),
             ..Waiting::default()
         };
         assert_eq!(plan(NOW, &waiting, MAX_WHILE_PARKED).period, ms(30));
@@ -141,7 +142,7 @@ mod tests {
     fn queued_introspections_tick_fast() {
         let waiting = Waiting {
             introspections_queued: true,
-            parked_deadline: Some(NOW + 5_000),
+            parked_deadline: Some(NOW.plus_ms(5_000)),
             ..Waiting::default()
         };
         assert_eq!(plan(NOW, &waiting, MAX_WHILE_PARKED).period, FAST);

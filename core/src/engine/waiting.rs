@@ -9,6 +9,7 @@ use crate::engine::gate::{Gate, KeyView, Request, Verdict, Wait, WaitReason};
 use crate::policy::decision::Decision;
 use crate::provider::ProviderId;
 use crate::request::headers::HeaderMap;
+use crate::time::UnixMillis;
 
 /// At most this many requests wait per worker by default; more are decided at once.
 pub const MAX_PARKED: usize = 10_000;
@@ -87,17 +88,17 @@ impl WaitingRoom {
     }
 
     /// The earliest deadline of the waiting requests.
-    pub fn earliest_deadline(&self) -> Option<u64> {
+    pub fn earliest_deadline(&self) -> Option<UnixMillis> {
         self.parked.iter().map(|p| p.wait.deadline).min()
     }
 
-    /// A new request's headers at `now` (Unix ms): decided at once, or waiting.
+    /// A new request's headers at `now`: decided at once, or waiting.
     pub fn admit(
         &mut self,
         gate: &mut Gate,
         id: RequestId,
         headers: HeaderMap,
-        now: u64,
+        now: UnixMillis,
         host: &mut dyn Arrange,
         counts: &mut WaitCounts,
     ) -> Next {
@@ -132,7 +133,7 @@ impl WaitingRoom {
     pub fn release(
         &mut self,
         gate: &mut Gate,
-        now: u64,
+        now: UnixMillis,
         host: &mut dyn Arrange,
         counts: &mut WaitCounts,
     ) -> Vec<(RequestId, Next)> {
@@ -161,7 +162,7 @@ impl WaitingRoom {
     pub fn release_all(
         &mut self,
         gate: &mut Gate,
-        now: u64,
+        now: UnixMillis,
         counts: &mut WaitCounts,
     ) -> Vec<(RequestId, Next)> {
         counts.waiting -= len_i64(&self.parked);
@@ -194,14 +195,14 @@ fn len_i64<T>(v: &[T]) -> i64 {
 }
 
 /// The gate's decision with waiting refused.
-fn decide_now(gate: &mut Gate, headers: &HeaderMap, now: u64) -> Next {
+fn decide_now(gate: &mut Gate, headers: &HeaderMap, now: UnixMillis) -> Next {
     match gate.evaluate(&Request::new(headers), now, false) {
         Verdict::Decided(decision) => Next::Decided(decision),
         Verdict::Wait(_) => Next::Undecidable,
     }
 }
 
-fn still_waiting(gate: &Gate, host: &dyn Arrange, p: &Parked, now: u64) -> bool {
+fn still_waiting(gate: &Gate, host: &dyn Arrange, p: &Parked, now: UnixMillis) -> bool {
     if now >= p.wait.deadline {
         return false;
     }
@@ -216,7 +217,7 @@ fn still_waiting(gate: &Gate, host: &dyn Arrange, p: &Parked, now: u64) -> bool 
 
 /// A request waiting for keys waits while its provider's key version is the one it saw and
 /// a fetch is under way or due.
-fn keys_still_coming(view: &KeyView, p: &Parked, now: u64) -> bool {
+fn keys_still_coming(view: &KeyView, p: &Parked, now: UnixMillis) -> bool {
     if view.version != p.key_version {
         return false;
     }
@@ -241,7 +242,7 @@ mod tests {
     use std::collections::HashSet;
     use std::rc::Rc;
 
-    const NOW: u64 = 1_700_000_000_000;
+    const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
     const ISSUER: &str = "https://issuer.test";
 
     fn key_pair() -> KeyPair {
@@ -286,9 +287,9 @@ mod tests {
         KeyView {
             keys: Some(Rc::new(keys)),
             version,
-            usable_until: NOW + 3_600_000,
-            next_fetch_at: NOW + 300_000,
-            kid_refetch_from: NOW + 30_000,
+            usable_until: NOW.plus_ms(3_600_000),
+            next_fetch_at: NOW.plus_ms(300_000),
+            kid_refetch_from: NOW.plus_ms(30_000),
             ..KeyView::default()
         }
     }
@@ -298,7 +299,7 @@ mod tests {
         let claims = format!(
             r#"{{"iss":"{}","aud":"api","sub":"u1","exp":{},"jti":"{}"}}"#,
             ISSUER,
-            NOW / 1000 + 600,
+            NOW.as_secs() + 600,
             jti
         );
         let input = format!("{}.{}", header, b64::encode(claims.as_bytes()));
@@ -404,12 +405,12 @@ mod tests {
             }
         }
 
-        fn release(&mut self, at: u64) -> Vec<(RequestId, Next)> {
+        fn release(&mut self, at: UnixMillis) -> Vec<(RequestId, Next)> {
             let (gate, host, counts) = (&mut self.gate, &mut self.host, &mut self.counts);
             self.room.release(gate, at, host, counts)
         }
 
-        fn deadline(&self) -> u64 {
+        fn deadline(&self) -> UnixMillis {
             self.room.earliest_deadline().unwrap()
         }
     }
@@ -419,9 +420,9 @@ mod tests {
         let mut world = World::keys_coming();
         let reason = world.admit_waiting(1, request(&token("k1", "a")));
         assert_eq!(reason, WaitReason::FirstKeys);
-        assert!(world.release(NOW + 20).is_empty());
+        assert!(world.release(NOW.plus_ms(20)).is_empty());
         world.gate.set_key_view(P, keys_arrived(1));
-        let decided = world.release(NOW + 40);
+        let decided = world.release(NOW.plus_ms(40));
         assert_eq!(decided.len(), 1);
         assert_eq!(decided[0].0, RequestId(1));
         assert_eq!(status(&decided[0].1), 200);
@@ -434,7 +435,7 @@ mod tests {
         let mut world = World::keys_coming();
         world.admit_waiting(1, request(&token("k1", "a")));
         let deadline = world.deadline();
-        assert!(world.release(deadline - 1).is_empty());
+        assert!(world.release(UnixMillis(deadline.0 - 1)).is_empty());
         let decided = world.release(deadline);
         assert_eq!(status(&decided[0].1), 503);
         assert_eq!(world.counts.waiting, 0);
@@ -469,7 +470,7 @@ mod tests {
         }
         let decided = world
             .room
-            .release_all(&mut world.gate, NOW + 10, &mut world.counts);
+            .release_all(&mut world.gate, NOW.plus_ms(10), &mut world.counts);
         let ids: Vec<RequestId> = decided.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [RequestId(1), RequestId(2), RequestId(3)]);
         assert!(decided.iter().all(|(_, next)| status(next) == 503));
@@ -490,13 +491,16 @@ mod tests {
             world.host.kid_refetches, 5,
             "each asks; the key sync's lease fetches once"
         );
-        assert!(world.release(NOW + 50).is_empty(), "nothing changed yet");
+        assert!(
+            world.release(NOW.plus_ms(50)).is_empty(),
+            "nothing changed yet"
+        );
         // The refetch brings a new version, still without k2. A refetch would be allowed
         // again at once, but a request waits once per reason: every request is refused.
         let mut refetched = keys_arrived(2);
         refetched.kid_refetch_from = NOW;
         world.gate.set_key_view(P, refetched);
-        let decided = world.release(NOW + 100);
+        let decided = world.release(NOW.plus_ms(100));
         assert_eq!(decided.len(), 5);
         assert!(decided.iter().all(|(_, next)| status(next) == 401));
         assert_eq!(world.counts.waiting, 0);
@@ -510,7 +514,7 @@ mod tests {
         world.room.leave(RequestId(1), &mut world.counts);
         assert_eq!(world.counts.waiting, 1);
         world.gate.set_key_view(P, keys_arrived(1));
-        let decided = world.release(NOW + 10);
+        let decided = world.release(NOW.plus_ms(10));
         let ids: Vec<RequestId> = decided.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [RequestId(2)]);
         assert_eq!(world.counts.waiting, 0);
@@ -531,7 +535,7 @@ mod tests {
         assert_eq!(world.counts.introspection_misses, 3);
         assert_eq!(world.counts.waiting, 3);
         // Still in flight: nobody is released before the deadline.
-        assert!(world.release(NOW + 100).is_empty());
+        assert!(world.release(NOW.plus_ms(100)).is_empty());
     }
 
     #[test]

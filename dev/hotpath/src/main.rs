@@ -13,6 +13,7 @@ use tokengate_core::introspection::{self, ClientAuth, IntrospectionClient, Intro
 use tokengate_core::keys::jwks::{parse_jwks_str, KeyPolicy};
 use tokengate_core::keys::remote::Url;
 use tokengate_core::request::headers::HeaderMap;
+use tokengate_core::time::UnixMillis;
 use tokengate_core::token::alg::AlgSet;
 use tokengate_core::{config::settings, token::jwt, token::verify};
 
@@ -70,10 +71,12 @@ fn headers(token: &str) -> HeaderMap {
     ])
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+fn now_ms() -> UnixMillis {
+    UnixMillis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
 }
 
 fn profile(dir: &str, alg: &str, jwks_file: &str, tokens_file: &str) {
@@ -141,7 +144,7 @@ fn profile_client_assertion(dir: &str) {
     };
     let client = IntrospectionClient::new(settings);
     let endpoint = Url::parse("https://bench.test/oauth/v2/introspect").expect("bench URL");
-    let now = now_ms() / 1000;
+    let now = now_ms().as_secs();
     let mut jti = 0;
     println!("introspection:");
     time(
