@@ -3,17 +3,23 @@
 
 use crate::config::raw::OversizedHeaders;
 use crate::config::settings::{KeySource, Settings};
+use crate::engine::forward::forwarded_headers;
+use crate::engine::trace::{note, note_time};
+pub use crate::engine::trace::{NoTrace, Trace};
+use crate::engine::wording::{
+    describe_claims, describe_requirements, describe_shortfall, describe_sources,
+};
 use crate::introspection::{token_key, Introspected, IntrospectionError};
 use crate::keys::jwks::KeySet;
 use crate::policy::decision::{CacheUse, Decision, Denial, DenyReason, Outcome};
-use crate::policy::rules::{Access, OrgSource, Requirements, RouteKey, RouteRule, Shortfall};
+use crate::policy::rules::{Access, OrgSource, Requirements, RouteKey, RouteRule};
 use crate::provider::ProviderId;
 use crate::request::edge;
 use crate::request::headers::HeaderMap;
 use crate::support::cache::BoundedCache;
 use crate::support::heap;
 use crate::time::UnixMillis;
-use crate::token::extract::{self, Extraction, TokenSource};
+use crate::token::extract::{self, Extraction};
 use crate::token::jwt;
 use crate::token::principal::Principal;
 use crate::token::verify::{self, TokenError};
@@ -199,36 +205,6 @@ struct Learned {
     views: Vec<Option<KeyView>>,
     /// Per provider with introspection, keyed by the token's hex SHA-256.
     introspected: Vec<Option<BoundedCache<IntrospectionEntry>>>,
-}
-
-/// Where the engine reports each check as it takes it. The filter passes [`NoTrace`], whose
-/// steps compile to nothing; `tokengate explain` records them ([`crate::engine::explain`]), so
-/// that what it prints is what the filter does.
-pub trait Trace {
-    /// Whether steps are recorded at all: their details are only formatted when they are.
-    const ON: bool;
-    /// One check: its name, whether it passed (`None`: information), and what was found.
-    fn step(&mut self, check: &'static str, passed: Option<bool>, detail: String);
-}
-
-/// The filter's trace: nothing recorded.
-pub struct NoTrace;
-
-impl Trace for NoTrace {
-    const ON: bool = false;
-    fn step(&mut self, _check: &'static str, _passed: Option<bool>, _detail: String) {}
-}
-
-/// Reports a step, formatting its detail only when the trace records.
-fn note<T: Trace>(
-    trace: &mut T,
-    check: &'static str,
-    passed: Option<bool>,
-    detail: impl FnOnce() -> String,
-) {
-    if T::ON {
-        trace.step(check, passed, detail());
-    }
 }
 
 /// How long a failed introspection (no answer, an error status, an answer that is not RFC
@@ -1121,212 +1097,6 @@ fn finish_denied(
     decision
 }
 
-fn describe_sources(sources: &[TokenSource]) -> String {
-    sources
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Reports a token's time check.
-fn note_time<T: Trace>(trace: &mut T, time: &Result<(), TokenError>, skew: u64) {
-    note(trace, "time", Some(time.is_ok()), || match time {
-        Ok(()) => format!("within exp and nbf (clock skew {} s)", skew),
-        Err(e) => e.to_string(),
-    });
-}
-
-/// The registered claims of a JWT, in words (`now` in Unix seconds). Claim values come from
-/// the request: this is for `tokengate explain`, never for a log.
-fn describe_claims(c: &jwt::Claims, now: u64) -> String {
-    let when = |t: u64| {
-        if t >= now {
-            format!("{} (in {} s)", t, t - now)
-        } else {
-            format!("{} ({} s ago)", t, now - t)
-        }
-    };
-    let mut parts = vec![
-        format!("iss {:?}", c.iss.as_deref().unwrap_or("")),
-        format!("sub {:?}", c.sub.as_deref().unwrap_or("")),
-        format!(
-            "aud {}",
-            if c.aud.is_empty() {
-                "(none)".into()
-            } else {
-                c.aud.join(", ")
-            }
-        ),
-    ];
-    if let Some(exp) = c.exp {
-        parts.push(format!("exp {}", when(exp)));
-    }
-    if let Some(nbf) = c.nbf {
-        parts.push(format!("nbf {}", when(nbf)));
-    }
-    parts.join(", ")
-}
-
-/// What a route asks of a token, in words.
-fn describe_requirements(req: &Requirements) -> String {
-    let list = |r: &crate::policy::rules::NameRequirement| {
-        let how = match r.mode {
-            crate::policy::rules::SetMode::AnyOf => "any of",
-            crate::policy::rules::SetMode::AllOf => "all of",
-        };
-        format!("{} {}", how, r.names.join(", "))
-    };
-    let mut parts = Vec::new();
-    if let Some(a) = &req.audiences {
-        parts.push(format!("an audience among {}", a.values().join(", ")));
-    }
-    if let Some(r) = &req.roles {
-        let org = match &r.org {
-            Some(crate::policy::rules::OrgSource::Fixed(id)) => format!(" in organisation {}", id),
-            Some(crate::policy::rules::OrgSource::Header(h)) => {
-                format!(" in the organisation named by the {} header", h)
-            }
-            None => String::new(),
-        };
-        parts.push(format!("roles {}{}", list(&r.roles), org));
-    }
-    if let Some(p) = &req.permissions {
-        parts.push(format!("permissions {}", list(p)));
-    }
-    if let Some(s) = &req.scopes {
-        parts.push(format!("scopes {}", list(s)));
-    }
-    for c in &req.claims {
-        parts.push(match &c.test {
-            crate::policy::rules::ClaimTest::Equals(v) => {
-                format!("claim {} equal to {}", c.path, v)
-            }
-            crate::policy::rules::ClaimTest::Contains(v) => {
-                format!("claim {} containing {}", c.path, v)
-            }
-        });
-    }
-    if parts.is_empty() {
-        "needs a valid token".into()
-    } else {
-        format!("needs a valid token with {}", parts.join("; "))
-    }
-}
-
-fn describe_shortfall(req: &Requirements, shortfall: &Shortfall) -> String {
-    let list = |mode: crate::policy::rules::SetMode, names: &[String]| {
-        let how = match mode {
-            crate::policy::rules::SetMode::AnyOf => "any of",
-            crate::policy::rules::SetMode::AllOf => "all of",
-        };
-        format!("{} {}", how, names.join(", "))
-    };
-    match shortfall {
-        Shortfall::Roles => match &req.roles {
-            Some(r) => {
-                let org = match &r.org {
-                    Some(crate::policy::rules::OrgSource::Fixed(id)) => {
-                        format!(" in organisation {}", id)
-                    }
-                    Some(crate::policy::rules::OrgSource::Header(h)) => {
-                        format!(" in the organisation named by {}", h)
-                    }
-                    None => String::new(),
-                };
-                format!(
-                    "the token lacks the roles this route requires ({}{})",
-                    list(r.roles.mode, &r.roles.names),
-                    org
-                )
-            }
-            None => "the token lacks the required roles".into(),
-        },
-        Shortfall::RolesNoOrg(header) => {
-            format!("this route checks roles in the organisation named by the {} header, and the request has none", header)
-        }
-        Shortfall::Permissions => match &req.permissions {
-            Some(p) => format!(
-                "the token lacks the permissions this route requires ({})",
-                list(p.mode, &p.names)
-            ),
-            None => "the token lacks the required permissions".into(),
-        },
-        Shortfall::Scopes => match &req.scopes {
-            Some(s) => format!(
-                "the token lacks the scopes this route requires ({})",
-                list(s.mode, &s.names)
-            ),
-            None => "the token lacks the required scopes".into(),
-        },
-        Shortfall::Claim(path) => format!("the token's {} claim does not satisfy this route", path),
-    }
-}
-
-/// The claim headers for the upstream, and the names of those left out for being longer
-/// than `forward.max_header_bytes`. Values with control characters are dropped rather than
-/// forwarded (header injection).
-fn forwarded_headers(
-    settings: &Settings,
-    token: &VerifiedToken,
-) -> (Vec<(String, String)>, Vec<String>) {
-    let fwd = &settings.forward;
-    let mut out = Vec::new();
-    let mut oversized = Vec::new();
-    let mut push = |header: &String, value: String| {
-        if value.len() > fwd.max_header_bytes {
-            oversized.push(header.clone());
-        } else if !value.is_empty() && !value.chars().any(|c| c.is_control()) {
-            out.push((header.clone(), value));
-        }
-    };
-    for c in &fwd.claims {
-        if let Some(value) = c.claim.lookup(&token.claims).and_then(header_value) {
-            push(&c.header, value);
-        }
-    }
-    if let Some(h) = &fwd.roles_header {
-        push(
-            h,
-            token.principal.role_names().collect::<Vec<_>>().join(","),
-        );
-    }
-    if let Some(h) = &fwd.permissions_header {
-        push(h, token.principal.permissions.join(","));
-    }
-    if let Some(h) = &fwd.scopes_header {
-        push(h, token.principal.scopes.join(","));
-    }
-    if let Some(h) = &fwd.provider_header {
-        if let Some(p) = settings.provider(token.provider) {
-            push(h, p.name.clone());
-        }
-    }
-    (out, oversized)
-}
-
-/// A claim as a header value: strings, numbers and booleans as text; arrays joined with
-/// commas; objects as their keys (the ZITADEL roles object becomes its role names).
-fn header_value(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Array(items) => Some(
-            items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Array(_) | Value::Object(_) | Value::Null => None,
-                    other => header_value(other),
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        Value::Object(map) => Some(map.keys().cloned().collect::<Vec<_>>().join(",")),
-        Value::Null => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1602,23 +1372,5 @@ mod tests {
         };
         assert_eq!(d.denial.as_ref().map(|x| x.status), Some(401));
         assert!(d.detail.contains("\"exp\""), "{}", d.detail);
-    }
-
-    #[test]
-    fn claim_values_become_header_text() {
-        use serde_json::json;
-        assert_eq!(header_value(&json!("a")).as_deref(), Some("a"));
-        assert_eq!(header_value(&json!(42)).as_deref(), Some("42"));
-        assert_eq!(header_value(&json!(1.5)).as_deref(), Some("1.5"));
-        assert_eq!(header_value(&json!(true)).as_deref(), Some("true"));
-        assert_eq!(
-            header_value(&json!(["a", 1, {"x": 1}, "b"])).as_deref(),
-            Some("a,1,b")
-        );
-        assert_eq!(
-            header_value(&json!({"admin": {}, "user": {}})).as_deref(),
-            Some("admin,user")
-        );
-        assert_eq!(header_value(&Value::Null), None);
     }
 }
