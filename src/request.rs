@@ -7,8 +7,6 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
-use std::time::Duration;
-use tokengate_core::engine::gate::WaitReason;
 use tokengate_core::engine::waiting::{Next, RequestId, WaitCounts};
 use tokengate_core::{engine::tick, request::edge};
 
@@ -85,14 +83,11 @@ impl HttpContext for RequestFilter {
             Next::Undecidable => refuse_unavailable("cannot wait for keys or introspection"),
             Next::Waits(reason) => {
                 log::debug!("tokengate: request waits ({:?})", reason);
-                if reason == WaitReason::Introspection {
-                    // Dispatch from the root context at once (its next tick).
-                    let _ = hostcalls::set_tick_period(Duration::from_millis(1));
-                } else {
-                    // Keys may come from another worker any moment: look soon, then back off.
-                    shared.tick_backoff.set(tick::FAST);
-                    let _ = hostcalls::set_tick_period(tick::FAST);
+                let (period, backoff) = tick::after_wait(reason);
+                if let Some(backoff) = backoff {
+                    shared.tick_backoff.set(backoff);
                 }
+                let _ = hostcalls::set_tick_period(period);
                 Action::Pause
             }
         }

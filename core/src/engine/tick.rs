@@ -6,6 +6,7 @@
 //! another worker any moment) and backs off, never past the earliest request's deadline;
 //! with nothing parked it wakes when the next fetch is due, at most once a second.
 
+use crate::engine::gate::WaitReason;
 use crate::time::UnixMillis;
 use std::time::Duration;
 
@@ -62,6 +63,17 @@ pub fn plan(now: UnixMillis, waiting: &Waiting, backoff: Duration) -> TickPlan {
     TickPlan {
         period: fetch.map_or(IDLE, |d| d.clamp(FAST, IDLE)),
         backoff: FAST,
+    }
+}
+
+/// The tick right after a request began to wait for `reason`, and the backoff to keep
+/// (`None`: keep the current one). An introspection goes out from the root context, so its
+/// tick comes at once; keys may come from another worker any moment, so the VM looks soon
+/// and then backs off.
+pub fn after_wait(reason: WaitReason) -> (Duration, Option<Duration>) {
+    match reason {
+        WaitReason::Introspection => (Duration::from_millis(1), None),
+        WaitReason::FirstKeys | WaitReason::UnknownKid => (FAST, Some(FAST)),
     }
 }
 
@@ -146,6 +158,16 @@ mod tests {
             ..Waiting::default()
         };
         assert_eq!(plan(NOW, &waiting, MAX_WHILE_PARKED).period, FAST);
+    }
+
+    #[test]
+    fn a_new_wait_ticks_at_once_for_an_introspection_and_fast_for_keys() {
+        assert_eq!(
+            after_wait(WaitReason::Introspection),
+            (Duration::from_millis(1), None)
+        );
+        assert_eq!(after_wait(WaitReason::FirstKeys), (FAST, Some(FAST)));
+        assert_eq!(after_wait(WaitReason::UnknownKid), (FAST, Some(FAST)));
     }
 
     #[test]
