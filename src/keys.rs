@@ -188,7 +188,10 @@ impl ProviderSync {
     }
 
     /// Loads a newer published key set, if any. The published text holds only the keys the
-    /// fetching worker kept; the same text as the loaded keys is not parsed again.
+    /// fetching worker kept; the same text as the loaded keys is not parsed again. A fetch
+    /// that found the keys unchanged bumps the record's version but publishes no body: the
+    /// keys loaded here are then current as of that version (so the view does not report
+    /// newer keys coming, and the body is not read again on every tick).
     fn load_published(&mut self, rec: &SyncRecord) {
         if rec.version <= self.loaded_version {
             return;
@@ -200,11 +203,14 @@ impl ProviderSync {
             return;
         };
         if version <= self.loaded_version {
+            if self.keys.is_some() {
+                self.loaded_version = rec.version;
+            }
             return;
         }
         if let Some(keys) = &self.keys {
             if keys.digest() == jwks::digest(body) {
-                self.loaded_version = version;
+                self.loaded_version = version.max(rec.version);
                 return;
             }
         }
@@ -262,6 +268,7 @@ impl ProviderSync {
         KeyView {
             keys: self.keys.clone(),
             version: self.loaded_version,
+            published_version: rec.version,
             usable_until: if self.keys.is_some() {
                 UnixMillis(rec.fetched_at).plus_ms(self.remote.refresh.max_stale_ms)
             } else {
@@ -295,15 +302,14 @@ impl ProviderSync {
                 }
             }
         }
-        // Tables are built as keys verify their first tokens.
+        // Tables are built as keys verify tokens (KeySet::after_valid_signature).
         self.report_memory();
         if let Some(age) = self.metrics.age {
             if rec.version > 0 {
                 let _ = hostcalls::record_metric(age, now.saturating_sub(rec.fetched_at) / 1000);
             }
         }
-        let (rec, _) = self.read_record();
-        self.view(&rec, at)
+        self.current_view(at)
     }
 
     /// Dispatches discovery or the key fetch, whichever is next.
@@ -421,7 +427,12 @@ impl ProviderSync {
                         }
                         let policy = self.remote.refresh;
                         let max_age = fetched.max_age_s;
-                        self.update_record(|rec| keysync::succeeded(rec, now, max_age, &policy));
+                        let done = self
+                            .update_record(|rec| keysync::succeeded(rec, now, max_age, &policy));
+                        // This VM holds what it just fetched: current as of that version.
+                        if let (Some(done), true) = (done, self.keys.is_some()) {
+                            self.loaded_version = self.loaded_version.max(done.version);
+                        }
                         bump(self.metrics.success);
                     }
                     Err(e) => self.fail(now, &e),
@@ -507,9 +518,21 @@ impl ProviderSync {
         (endpoint, discovering)
     }
 
-    /// The view after a response, for the gate.
-    pub fn current_view(&self, now: UnixMillis) -> KeyView {
+    /// The view when a configuration starts: what the shared record says, with no keys
+    /// loaded yet. They load on the first tick: a root context that Envoy configures but never
+    /// ticks (and may never delete) must hold no key material. A request meanwhile waits for
+    /// the keys the record says are published.
+    pub fn first_view(&self, now: UnixMillis) -> KeyView {
         let (rec, _) = self.read_record();
+        self.view(&rec, now)
+    }
+
+    /// The gate's view as the shared record stands now, with the keys it describes: what
+    /// another worker published since this VM last looked is loaded first, so that the view
+    /// never shows a newer version than the keys it carries.
+    pub fn current_view(&mut self, now: UnixMillis) -> KeyView {
+        let (rec, _) = self.read_record();
+        self.load_published(&rec);
         self.view(&rec, now)
     }
 }

@@ -227,9 +227,10 @@ impl RootContext for FilterRoot {
             tick_backoff: Cell::new(tick::FAST),
         });
         if let Some(now) = now_ms() {
-            // Keys another worker (or an earlier configuration) already published.
+            // What another worker (or an earlier configuration) already published: requests
+            // wait for it until the first tick loads it.
             for sync in shared.syncs.borrow().iter() {
-                let view = sync.current_view(now);
+                let view = sync.first_view(now);
                 shared.gate.borrow_mut().set_key_view(sync.provider, view);
             }
         }

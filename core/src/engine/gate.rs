@@ -7,7 +7,7 @@ use crate::engine::forward::forwarded_headers;
 use crate::engine::trace::{note, note_time};
 pub use crate::engine::trace::{NoTrace, Trace};
 use crate::engine::wording::{
-    describe_claims, describe_requirements, describe_shortfall, describe_sources,
+    describe_claims, describe_kid, describe_requirements, describe_shortfall, describe_sources,
 };
 use crate::introspection::{token_key, Introspected, IntrospectionError};
 use crate::keys::jwks::KeySet;
@@ -77,7 +77,11 @@ impl VerifiedToken {
 pub struct KeyView {
     /// The last good key set loaded into this VM.
     pub keys: Option<Rc<KeySet>>,
+    /// The version of `keys` (0: none loaded yet).
     pub version: u64,
+    /// The newest version some worker has published. Newer than `version` means keys exist
+    /// that this VM has not loaded yet (it loads them on its next tick): they are coming.
+    pub published_version: u64,
     /// The keys are used until then (fetched_at + max staleness).
     pub usable_until: UnixMillis,
     /// Some worker is fetching right now.
@@ -94,9 +98,20 @@ impl KeyView {
         self.keys.as_deref().filter(|_| now < self.usable_until)
     }
 
-    /// Whether new keys can come soon enough to make a request wait for them.
-    fn coming(&self, now: UnixMillis) -> bool {
-        self.fetching || now >= self.next_fetch_at
+    /// Whether new keys can come soon enough to make a request wait for them: published
+    /// already and not loaded here, being fetched, or due to be.
+    pub fn coming(&self, now: UnixMillis) -> bool {
+        self.newer_published() || self.fetching || now >= self.next_fetch_at
+    }
+
+    /// Whether keys that may hold an unknown `kid` can come soon enough to wait for them:
+    /// published already and not loaded here, being fetched, or a refetch is allowed.
+    pub fn refetch_coming(&self, now: UnixMillis) -> bool {
+        self.newer_published() || self.fetching || now >= self.kid_refetch_from
+    }
+
+    fn newer_published(&self) -> bool {
+        self.published_version > self.version
     }
 
     fn retry_after_s(&self, now: UnixMillis) -> u64 {
@@ -560,8 +575,10 @@ impl Gate {
         if !audience_ok {
             let why = TokenError::AudienceNotAllowed.to_string();
             let detail = format!(
-                "{} (provider {}, kid {:?})",
-                why, provider.name, verified.kid
+                "{} (provider {}, {})",
+                why,
+                provider.name,
+                describe_kid(verified.kid.as_deref())
             );
             let denial = Denial::invalid_token(realm, &why);
             return refused(decision, settings, DenyReason::Audience, denial, detail);
@@ -624,8 +641,9 @@ impl Gate {
         }
         if self.describe_allowed {
             decision.detail = format!(
-                "token of provider {} accepted (kid {:?})",
-                provider.name, verified.kid
+                "token of provider {} accepted ({})",
+                provider.name,
+                describe_kid(verified.kid.as_deref())
             );
         }
         Verdict::Decided(finish_allowed(decision, settings))
@@ -824,7 +842,7 @@ fn authenticate<T: Trace>(
             Ok(()) => {}
             Err(TokenError::UnknownKid(kid)) => {
                 if let (Some(remote), Some(view)) = (remote_of(provider), view) {
-                    if may_wait && (view.fetching || now_ms >= view.kid_refetch_from) {
+                    if may_wait && view.refetch_coming(now_ms) {
                         note(trace, "keys", None, || {
                             "the filter refetches the keys for this kid and waits".into()
                         });

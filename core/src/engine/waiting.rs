@@ -216,14 +216,14 @@ fn still_waiting(gate: &Gate, host: &dyn Arrange, p: &Parked, now: UnixMillis) -
 }
 
 /// A request waiting for keys waits while its provider's key version is the one it saw and
-/// a fetch is under way or due.
+/// newer keys are published but not loaded here, or a fetch is under way or due.
 fn keys_still_coming(view: &KeyView, p: &Parked, now: UnixMillis) -> bool {
     if view.version != p.key_version {
         return false;
     }
     match p.wait.reason {
-        WaitReason::FirstKeys => view.fetching || now >= view.next_fetch_at,
-        WaitReason::UnknownKid => view.fetching || now >= view.kid_refetch_from,
+        WaitReason::FirstKeys => view.coming(now),
+        WaitReason::UnknownKid => view.refetch_coming(now),
         // Waits for an introspection answer carry the token (see still_waiting).
         WaitReason::Introspection => false,
     }
@@ -428,6 +428,52 @@ mod tests {
         assert_eq!(status(&decided[0].1), 200);
         assert!(world.room.is_empty());
         assert_eq!(world.counts.waiting, 0);
+    }
+
+    /// The view of a VM that has not loaded keys another worker published already: no
+    /// fetch under way or due (the next refresh is minutes away).
+    fn published_elsewhere() -> KeyView {
+        KeyView {
+            published_version: 1,
+            next_fetch_at: NOW.plus_ms(300_000),
+            ..KeyView::default()
+        }
+    }
+
+    #[test]
+    fn a_request_waits_for_keys_another_worker_published_and_this_one_has_not_loaded() {
+        let mut world = World::new(false, published_elsewhere(), MAX_PARKED);
+        let reason = world.admit_waiting(1, request(&token("k1", "a")));
+        assert_eq!(reason, WaitReason::FirstKeys);
+        assert!(world.release(NOW.plus_ms(20)).is_empty(), "still coming");
+        world.gate.set_key_view(P, keys_arrived(1));
+        let decided = world.release(NOW.plus_ms(40));
+        assert_eq!(status(&decided[0].1), 200);
+    }
+
+    #[test]
+    fn without_keys_published_fetched_or_due_a_request_gets_503_at_once() {
+        let view = KeyView {
+            next_fetch_at: NOW.plus_ms(300_000),
+            ..KeyView::default()
+        };
+        let mut world = World::new(false, view, MAX_PARKED);
+        assert_eq!(status(&world.admit(1, request(&token("k1", "a")))), 503);
+    }
+
+    #[test]
+    fn a_request_waiting_for_an_unknown_kid_waits_for_keys_published_elsewhere() {
+        let view = KeyView {
+            published_version: 2,
+            kid_refetch_from: NOW.plus_ms(30_000),
+            ..keys_arrived(1)
+        };
+        let mut world = World::new(false, view, MAX_PARKED);
+        assert_eq!(
+            world.admit_waiting(1, request(&token("k2", "a"))),
+            WaitReason::UnknownKid
+        );
+        assert!(world.release(NOW.plus_ms(20)).is_empty(), "still coming");
     }
 
     #[test]

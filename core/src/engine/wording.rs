@@ -6,6 +6,20 @@ use crate::policy::rules::{Requirements, Shortfall};
 use crate::token::extract::TokenSource;
 use crate::token::jwt;
 
+/// The `kid` of a verified token, for logs. It was signed by a key of the provider's set
+/// (a key without `kid` also verifies a token that names one), so it is the issuer's text:
+/// still escaped and cut at 64 characters.
+pub(crate) fn describe_kid(kid: Option<&str>) -> String {
+    match kid {
+        None => "no kid".to_owned(),
+        Some(kid) => {
+            let cut: String = kid.chars().take(64).collect();
+            let more = if cut.len() < kid.len() { "..." } else { "" };
+            format!("kid {:?}{}", cut, more)
+        }
+    }
+}
+
 /// The places a token is looked for, in order.
 pub(crate) fn describe_sources(sources: &[TokenSource]) -> String {
     sources
@@ -138,5 +152,22 @@ pub(crate) fn describe_shortfall(req: &Requirements, shortfall: &Shortfall) -> S
             None => "the token lacks the required scopes".into(),
         },
         Shortfall::Claim(path) => format!("the token's {} claim does not satisfy this route", path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kid_is_said_escaped_and_cut_and_its_absence_in_words() {
+        assert_eq!(describe_kid(None), "no kid");
+        assert_eq!(describe_kid(Some("k1")), "kid \"k1\"");
+        assert_eq!(describe_kid(Some("a\nb")), "kid \"a\\nb\"");
+        let long = "x".repeat(100);
+        assert_eq!(
+            describe_kid(Some(&long)),
+            format!("kid \"{}\"...", "x".repeat(64))
+        );
     }
 }
