@@ -408,6 +408,14 @@ impl Idp {
         self.state().retired.extend(jwks);
     }
 
+    /// Publishes `jwk` (a key whose private half the caller keeps) among the retired keys,
+    /// as the `index`-th of them (or last): a token it signs names a key deep in a large set.
+    pub fn publish_among_retired(&self, index: usize, jwk: Value) {
+        let mut st = self.state();
+        let at = index.min(st.retired.len());
+        st.retired.insert(at, jwk);
+    }
+
     /// Publishes only the IdP's own keys again.
     pub fn prune_retired(&self) {
         self.state().retired.clear();

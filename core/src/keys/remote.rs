@@ -508,6 +508,54 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn an_unchanged_body_is_not_parsed_again_and_a_changed_one_is() {
+        let key = |x: &str| {
+            format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"{}"}}"#,
+                crate::support::b64::encode(x.as_bytes())
+            )
+        };
+        let body = format!(
+            r#"{{"keys":[{}]}}"#,
+            key("0123456789abcdef0123456789abcdef")
+        );
+        let changed = format!(
+            r#"{{"keys":[{}]}}"#,
+            key("fedcba9876543210fedcba9876543210")
+        );
+        fn answer(body: &str) -> Answer<'_> {
+            Answer {
+                status: Some(200),
+                cache_control: None,
+                body: body.as_bytes(),
+                body_size: body.len(),
+            }
+        }
+        let policy = KeyPolicy::default();
+        let first = read_jwks(&answer(&body), 10_000, &policy, None, None).unwrap();
+        let keys = first.keys.expect("a first body is parsed").keys;
+        let again = read_jwks(
+            &answer(&body),
+            10_000,
+            &policy,
+            Some(&keys),
+            Some(&first.body_digest),
+        )
+        .unwrap();
+        assert!(again.keys.is_none(), "the same body is not parsed again");
+        assert_eq!(again.body_digest, first.body_digest);
+        let next = read_jwks(
+            &answer(&changed),
+            10_000,
+            &policy,
+            Some(&keys),
+            Some(&first.body_digest),
+        )
+        .unwrap();
+        assert_eq!(next.keys.expect("a changed body is parsed").keys.len(), 1);
+    }
+
     /// Remote keys found by discovery from `issuer`, with `allowed` extra hosts.
     fn discovered_from(issuer: &str, allowed: &[&str]) -> RemoteJwks {
         let (settings, _) = crate::config::settings::compile_str(

@@ -13,7 +13,7 @@
 //! (P-384) or 228,480 (P-521) bytes ([`EcdsaVerifier::table_bytes`]) and milliseconds to
 //! build, too much for every key of a large key set, so [`EcdsaVerifier::new`] only checks
 //! the point: tables are built on request by the caller ([`EcdsaVerifier::build_table`]),
-//! e.g. after the key's first valid signature, and [`EcdsaVerifier::memory_bytes`] lets it
+//! e.g. once the key has verified a few valid signatures, and [`EcdsaVerifier::memory_bytes`] lets it
 //! account for them. Until then u2*Q is computed without a table: width-5 non-adjacent form
 //! over Q, 3Q, ..., 15Q, one doubling per bit (an ES256 check: about 37 + 43 additions and
 //! 256 doublings). Measured natively (x86-64, release build), that table-free check costs
