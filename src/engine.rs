@@ -69,7 +69,7 @@ impl Arrange for Arrangements<'_> {
             (WaitReason::UnknownKid, _) => {
                 for sync in self.0.syncs.borrow_mut().iter_mut() {
                     if sync.provider == wait.provider {
-                        sync.wants_kid_refetch = true;
+                        sync.want_kid_refetch();
                     }
                 }
                 true

@@ -14,8 +14,9 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
-use tokengate_core::engine::gate::{Gate, KeyView};
+use tokengate_core::engine::gate::Gate;
 use tokengate_core::engine::waiting::{Next, RequestId, WaitCounts, WaitingRoom};
+use tokengate_core::keys::sync::KeyView;
 use tokengate_core::provider::ProviderId;
 use tokengate_core::time::UnixMillis;
 use tokengate_core::{config::settings, engine::tick};
@@ -75,7 +76,7 @@ impl FilterRoot {
             .syncs
             .borrow_mut()
             .iter_mut()
-            .map(|s| (s.provider, s.tick(self.me, now)))
+            .map(|s| (s.provider, s.tick(now)))
             .collect();
         let mut gate = shared.gate.borrow_mut();
         for (provider, view) in views {
@@ -164,8 +165,7 @@ impl Context for FilterRoot {
             let Some(sync) = syncs.iter_mut().find(|s| s.owns(token_id)) else {
                 return;
             };
-            sync.on_response(num_headers, body_size, now);
-            (sync.provider, sync.current_view(now))
+            (sync.provider, sync.on_response(num_headers, body_size, now))
         };
         shared.gate.borrow_mut().set_key_view(view.0, view.1);
         self.release_waiting(&shared, now, false);
@@ -210,7 +210,7 @@ impl RootContext for FilterRoot {
         if let (Some(old), Some(now)) = (self.shared.take(), now_ms()) {
             self.release_waiting(&old, now, true);
         }
-        let syncs = ProviderSync::for_settings(&settings);
+        let syncs = ProviderSync::for_settings(&settings, self.me);
         let introspections = IntrospectionSync::for_settings(&settings);
         for sync in &syncs {
             sync.ensure_record();

@@ -71,58 +71,7 @@ impl VerifiedToken {
     }
 }
 
-/// What one VM knows about a remote provider's keys; the host refreshes it on every tick
-/// from the shared [`crate::keys::keysync::SyncRecord`].
-#[derive(Debug, Clone, Default)]
-pub struct KeyView {
-    /// The last good key set loaded into this VM.
-    pub keys: Option<Rc<KeySet>>,
-    /// The version of `keys` (0: none loaded yet).
-    pub version: u64,
-    /// The newest version some worker has published. Newer than `version` means keys exist
-    /// that this VM has not loaded yet (it loads them on its next tick): they are coming.
-    pub published_version: u64,
-    /// The keys are used until then (fetched_at + max staleness).
-    pub usable_until: UnixMillis,
-    /// Some worker is fetching right now.
-    pub fetching: bool,
-    /// When the next fetch can start (for waiting and for Retry-After).
-    pub next_fetch_at: UnixMillis,
-    /// Earliest time an unknown `kid` may trigger a refetch.
-    pub kid_refetch_from: UnixMillis,
-    pub last_error: Option<String>,
-}
-
-impl KeyView {
-    fn usable(&self, now: UnixMillis) -> Option<&KeySet> {
-        self.keys.as_deref().filter(|_| now < self.usable_until)
-    }
-
-    /// Whether new keys can come soon enough to make a request wait for them: published
-    /// already and not loaded here, being fetched, or due to be.
-    pub fn coming(&self, now: UnixMillis) -> bool {
-        self.newer_published() || self.fetching || now >= self.next_fetch_at
-    }
-
-    /// Whether keys that may hold an unknown `kid` can come soon enough to wait for them:
-    /// published already and not loaded here, being fetched, or a refetch is allowed.
-    pub fn refetch_coming(&self, now: UnixMillis) -> bool {
-        self.newer_published() || self.fetching || now >= self.kid_refetch_from
-    }
-
-    fn newer_published(&self) -> bool {
-        self.published_version > self.version
-    }
-
-    fn retry_after_s(&self, now: UnixMillis) -> u64 {
-        if self.fetching {
-            1
-        } else {
-            let wait = now.until(self.next_fetch_at).as_millis();
-            u64::try_from(wait.div_ceil(1000)).map_or(300, |s| s.clamp(1, 300))
-        }
-    }
-}
+pub use crate::keys::sync::KeyView;
 
 /// Why a request waits instead of being decided now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
