@@ -80,7 +80,7 @@ impl Arrange for Arrangements<'_> {
                 .borrow_mut()
                 .iter_mut()
                 .find(|s| s.provider == wait.provider)
-                .is_some_and(|s| s.queue.enqueue(pending, wait.deadline)),
+                .is_some_and(|s| s.queue_mut().enqueue(pending, wait.deadline)),
             (WaitReason::Introspection, None) => false,
             (WaitReason::FirstKeys, _) => true,
         }
@@ -91,7 +91,7 @@ impl Arrange for Arrangements<'_> {
             .introspections
             .borrow()
             .iter()
-            .any(|s| s.provider == provider && s.queue.is_pending(key))
+            .any(|s| s.provider == provider && s.queue().is_pending(key))
     }
 }
 

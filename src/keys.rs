@@ -3,24 +3,15 @@
 
 use crate::callout::CalloutAnswer;
 use crate::entropy::random_u64;
+use crate::metrics::{add, bump, counter, gauge, set};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
+use proxy_wasm::types::Status;
 use std::time::Duration;
 use tokengate_core::config::settings::{KeySource, Settings};
 use tokengate_core::keys::remote::{Callout, FetchError, Url};
 use tokengate_core::keys::sync::{KeyHost, KeySync, KeyView, KeysRead, StoreError, SyncEvent};
 use tokengate_core::provider::ProviderId;
 use tokengate_core::time::UnixMillis;
-
-fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
-}
-
-fn bump(id: Option<u32>) {
-    if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
-}
 
 struct KeyMetrics {
     success: Option<u32>,
@@ -43,9 +34,9 @@ impl KeyMetrics {
                 .map(|c| (*c, counter(&name(&format!("fetch_failure.{}", c)))))
                 .collect(),
             unknown_kid: counter(&name("refetch_unknown_kid")),
-            age: hostcalls::define_metric(MetricType::Gauge, &name("age_seconds")).ok(),
+            age: gauge(&name("age_seconds")),
             over_max_keys: counter(&name("keys_over_max")),
-            memory: hostcalls::define_metric(MetricType::Gauge, &name("key_memory_bytes")).ok(),
+            memory: gauge(&name("key_memory_bytes")),
         }
     }
 }
@@ -188,8 +179,8 @@ impl ProviderSync {
         let mut events = Vec::new();
         let (view, age) = self.sync.tick(at, &mut Host, &mut events);
         self.carry_out(&events);
-        if let (Some(id), Some(age)) = (self.metrics.age, age) {
-            let _ = hostcalls::record_metric(id, age);
+        if let Some(age) = age {
+            set(self.metrics.age, age);
         }
         view
     }
@@ -278,10 +269,10 @@ impl ProviderSync {
                     count,
                     max
                 );
-                if let Some(id) = self.metrics.over_max_keys {
-                    let n = i64::try_from(*count).unwrap_or(i64::MAX);
-                    let _ = hostcalls::increment_metric(id, n);
-                }
+                add(
+                    self.metrics.over_max_keys,
+                    i64::try_from(*count).unwrap_or(i64::MAX),
+                );
             }
             SyncEvent::PublishedUnusable(e) => log::warn!(
                 "tokengate: provider {}: published key set is unusable: {}",

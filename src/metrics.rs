@@ -20,8 +20,10 @@ pub struct Metrics {
     sizes: [(Option<u32>, std::cell::Cell<i64>); 4],
 }
 
-fn gauge(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Gauge, name) {
+/// Defines a metric; `None` (and a warning) when the host refuses, and the metric is then
+/// never counted: a metric must never fail a request.
+fn define(kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(status) => {
             log::warn!("tokengate: cannot define metric {}: {:?}", name, status);
@@ -30,26 +32,30 @@ fn gauge(name: &str) -> Option<u32> {
     }
 }
 
-fn add(id: Option<u32>, delta: i64) {
+pub fn gauge(name: &str) -> Option<u32> {
+    define(MetricType::Gauge, name)
+}
+
+pub fn counter(name: &str) -> Option<u32> {
+    define(MetricType::Counter, name)
+}
+
+/// Adds `delta` to a counter or gauge (a failed increment loses the change, never fails
+/// the request).
+pub fn add(id: Option<u32>, delta: i64) {
     if let (Some(id), true) = (id, delta != 0) {
         let _ = hostcalls::increment_metric(id, delta);
     }
 }
 
-fn counter(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log::warn!("tokengate: cannot define metric {}: {:?}", name, status);
-            None
-        }
-    }
+pub fn bump(id: Option<u32>) {
+    add(id, 1);
 }
 
-fn bump(id: Option<u32>) {
+/// Sets a gauge.
+pub fn set(id: Option<u32>, value: u64) {
     if let Some(id) = id {
-        // A failed increment loses one count; it must never fail the request.
-        let _ = hostcalls::increment_metric(id, 1);
+        let _ = hostcalls::record_metric(id, value);
     }
 }
 

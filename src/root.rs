@@ -4,7 +4,7 @@
 
 use crate::engine::{apply, now_ms, refuse_unavailable, Arrangements, Shared};
 use crate::entropy::random_u64;
-use crate::introspection::{Answered, IntrospectionSync};
+use crate::introspection::IntrospectionSync;
 use crate::keys::ProviderSync;
 use crate::metrics::Metrics;
 use crate::request::RequestFilter;
@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 use tokengate_core::engine::gate::Gate;
+use tokengate_core::engine::introspection_calls::Answered;
 use tokengate_core::engine::waiting::{Next, RequestId, WaitCounts, WaitingRoom};
 use tokengate_core::keys::sync::KeyView;
 use tokengate_core::provider::ProviderId;
@@ -87,7 +88,7 @@ impl FilterRoot {
     /// Sends the queued introspections.
     fn dispatch_introspections(&self, shared: &Shared, now: UnixMillis) {
         let mut introspections = shared.introspections.borrow_mut();
-        for sync in introspections.iter_mut().filter(|s| s.queue.has_work()) {
+        for sync in introspections.iter_mut().filter(|s| s.queue().has_work()) {
             let syncs = shared.syncs.borrow();
             let keys = syncs.iter().find(|k| k.provider == sync.provider);
             let (discovered, discovering) = keys
@@ -104,7 +105,7 @@ impl FilterRoot {
             .introspections
             .borrow()
             .iter()
-            .any(|s| s.queue.has_work());
+            .any(|s| s.queue().has_work());
         let next_fetch_at = {
             let gate = shared.gate.borrow();
             let syncs = shared.syncs.borrow();
