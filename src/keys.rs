@@ -9,7 +9,9 @@ use proxy_wasm::types::Status;
 use std::time::Duration;
 use tokengate_core::config::settings::{KeySource, Settings};
 use tokengate_core::keys::remote::{Callout, FetchError, Url};
-use tokengate_core::keys::sync::{KeyHost, KeySync, KeyView, KeysRead, StoreError, SyncEvent};
+use tokengate_core::keys::sync::{
+    KeyHost, KeySync, KeyView, KeysRead, StoreError, Stored, SyncEvent,
+};
 use tokengate_core::provider::ProviderId;
 use tokengate_core::time::UnixMillis;
 
@@ -45,10 +47,11 @@ impl KeyMetrics {
 struct Host;
 
 impl KeyHost for Host {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
         match hostcalls::get_shared_data(key) {
-            Ok((Some(bytes), cas)) => Some((bytes, cas)),
-            _ => None,
+            Ok((Some(bytes), cas)) => Ok(Some((bytes, cas))),
+            Ok((None, _)) => Ok(None),
+            Err(status) => Err(StoreError::Failed(format!("{:?}", status))),
         }
     }
 

@@ -76,11 +76,15 @@ pub enum StoreError {
     Failed(String),
 }
 
+/// A shared-data value and its compare-and-swap token.
+pub type Stored = (Vec<u8>, Option<u32>);
+
 /// What the machine needs of the host: its shared data (values with a compare-and-swap
 /// token), its callouts, a random number and a stopwatch for how long a read took.
 pub trait KeyHost {
-    /// The value at `key` and its compare-and-swap token; `None` when absent or unreadable.
-    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)>;
+    /// The value at `key` and its compare-and-swap token (`Ok(None)`: absent); an error
+    /// when the host cannot read it.
+    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError>;
     /// Writes `value` at `key`, if `cas` (when given) still matches.
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
     /// Sends `callout`: its token, or why it could not be sent.
@@ -205,20 +209,21 @@ impl KeySync {
     /// which Envoy does on the main thread before the workers' VMs, so that workers never
     /// race to create it.
     pub fn ensure_record(&self, host: &mut dyn KeyHost) {
-        if host.get(&self.record_key).is_none() {
+        // Only a record the host says is absent: an unreadable one is never overwritten.
+        if let Ok(None) = host.get(&self.record_key) {
             let _ = host.set(&self.record_key, &SyncRecord::default().to_bytes(), None);
         }
     }
 
     fn read_record(&self, host: &mut dyn KeyHost) -> (SyncRecord, Option<u32>) {
-        if let Some((bytes, cas)) = host.get(&self.record_key) {
+        if let Ok(Some((bytes, cas))) = host.get(&self.record_key) {
             return (SyncRecord::from_bytes(&bytes), cas);
         }
         self.ensure_record(host);
-        host.get(&self.record_key)
-            .map_or((SyncRecord::default(), None), |(bytes, cas)| {
-                (SyncRecord::from_bytes(&bytes), cas)
-            })
+        match host.get(&self.record_key) {
+            Ok(Some((bytes, cas))) => (SyncRecord::from_bytes(&bytes), cas),
+            _ => (SyncRecord::default(), None),
+        }
     }
 
     /// Applies `change` to the shared record with compare-and-swap, retrying on conflicts.
@@ -257,7 +262,7 @@ impl KeySync {
         if rec.version <= self.loaded_version {
             return;
         }
-        let Some((bytes, _)) = host.get(&self.body_key) else {
+        let Ok(Some((bytes, _))) = host.get(&self.body_key) else {
             return;
         };
         let Some((version, body)) = keysync::decode_body(&bytes) else {
@@ -622,12 +627,12 @@ mod tests {
     }
 
     impl KeyHost for MockHost<'_> {
-        fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
             let store = self.store.borrow();
-            store
+            Ok(store
                 .values
                 .get(key)
-                .map(|(v, cas)| (v.clone(), Some(*cas)))
+                .map(|(v, cas)| (v.clone(), Some(*cas))))
         }
 
         fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
