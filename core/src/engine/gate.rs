@@ -1237,12 +1237,7 @@ mod tests {
     }
 
     fn opaque_request(token: &str) -> HeaderMap {
-        HeaderMap::from_pairs([
-            (":method", "GET".to_string()),
-            (":path", "/".to_string()),
-            (":authority", "api.test".to_string()),
-            ("authorization", format!("Bearer {}", token)),
-        ])
+        HeaderMap::get_with_bearer(token)
     }
 
     /// The cache key of the token `headers` carry, from the wait for its introspection.

@@ -200,12 +200,7 @@ mod tests {
     }
 
     fn request(token: &str) -> HeaderMap {
-        HeaderMap::from_pairs([
-            (":method", "GET".to_owned()),
-            (":path", "/".to_owned()),
-            (":authority", "api.test".to_owned()),
-            ("authorization", format!("Bearer {}", token)),
-        ])
+        HeaderMap::get_with_bearer(token)
     }
 
     /// Asks the gate about `token`; it must wait for an introspection, which is queued.

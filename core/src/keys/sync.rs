@@ -817,18 +817,28 @@ mod tests {
         assert!(host.sent.is_empty(), "no retry before the backoff");
     }
 
-    #[test]
-    fn an_unchanged_refetch_publishes_nothing_and_other_vms_stay_current() {
-        let store = RefCell::new(Store::default());
-        let (mut host_a, mut host_b) = (MockHost::new(&store), MockHost::new(&store));
+    /// Two VMs sharing `store`: A fetched version 1 of the keys at `NOW`, B loaded it.
+    fn fetched_by_a_and_loaded_by_b(
+        store: &RefCell<Store>,
+    ) -> ((KeySync, MockHost<'_>), (KeySync, MockHost<'_>)) {
+        let (mut host_a, mut host_b) = (MockHost::new(store), MockHost::new(store));
         let (mut a, mut b) = (sync(configured(), 1), sync(configured(), 2));
         let mut events = Vec::new();
         a.tick(NOW, &mut host_a, &mut events);
         a.answered(&ok(&jwks(1)), NOW, &mut host_a, &mut events);
         b.tick(NOW, &mut host_b, &mut events);
+        ((a, host_a), (b, host_b))
+    }
+
+    #[test]
+    fn an_unchanged_refetch_publishes_nothing_and_other_vms_stay_current() {
+        let store = RefCell::new(Store::default());
+        let (mut vm_a, mut vm_b) = fetched_by_a_and_loaded_by_b(&store);
+        let ((a, host_a), (b, host_b)) = (&mut vm_a, &mut vm_b);
+        let mut events = Vec::new();
         // The refresh is due after max-age (300 s).
         let later = NOW.plus_ms(300_000);
-        a.tick(later, &mut host_a, &mut events);
+        a.tick(later, host_a, &mut events);
         let bodies = || {
             store
                 .borrow()
@@ -839,13 +849,13 @@ mod tests {
         };
         assert_eq!(bodies(), 1);
         let mut refetch = Vec::new();
-        let view = a.answered(&ok(&jwks(1)), later, &mut host_a, &mut refetch);
+        let view = a.answered(&ok(&jwks(1)), later, host_a, &mut refetch);
         assert!(refetch.contains(&SyncEvent::FetchSucceeded));
         assert_eq!(bodies(), 1, "the same body is not published again");
         assert_eq!(record(&store).version, 2);
         assert_eq!((view.version, view.published_version), (2, 2));
         let mut loaded = Vec::new();
-        let (view, _) = b.tick(later.plus_ms(20), &mut host_b, &mut loaded);
+        let (view, _) = b.tick(later.plus_ms(20), host_b, &mut loaded);
         assert!(loaded.is_empty(), "nothing new to load");
         assert_eq!(
             (view.version, view.published_version),
@@ -857,16 +867,13 @@ mod tests {
     #[test]
     fn a_changed_refetch_is_published_and_loaded_elsewhere() {
         let store = RefCell::new(Store::default());
-        let (mut host_a, mut host_b) = (MockHost::new(&store), MockHost::new(&store));
-        let (mut a, mut b) = (sync(configured(), 1), sync(configured(), 2));
+        let (mut vm_a, mut vm_b) = fetched_by_a_and_loaded_by_b(&store);
+        let ((a, host_a), (b, host_b)) = (&mut vm_a, &mut vm_b);
         let mut events = Vec::new();
-        a.tick(NOW, &mut host_a, &mut events);
-        a.answered(&ok(&jwks(1)), NOW, &mut host_a, &mut events);
-        b.tick(NOW, &mut host_b, &mut events);
         let later = NOW.plus_ms(300_000);
-        a.tick(later, &mut host_a, &mut events);
-        a.answered(&ok(&jwks(2)), later, &mut host_a, &mut events);
-        let (view, _) = b.tick(later.plus_ms(20), &mut host_b, &mut events);
+        a.tick(later, host_a, &mut events);
+        a.answered(&ok(&jwks(2)), later, host_a, &mut events);
+        let (view, _) = b.tick(later.plus_ms(20), host_b, &mut events);
         assert_eq!(view.version, 2);
         assert!(view.keys.unwrap().has_kid("k2"));
     }

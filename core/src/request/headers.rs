@@ -64,6 +64,17 @@ impl HeaderMap {
         Ok(HeaderMap { buf, entries })
     }
 
+    /// `GET /` at `api.test` with `Authorization: Bearer <token>` (the engine's tests).
+    #[cfg(test)]
+    pub(crate) fn get_with_bearer(token: &str) -> HeaderMap {
+        HeaderMap::from_pairs([
+            (":method", "GET".to_owned()),
+            (":path", "/".to_owned()),
+            (":authority", "api.test".to_owned()),
+            ("authorization", format!("Bearer {}", token)),
+        ])
+    }
+
     /// Builds a map from name/value pairs (tests, the CLI).
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         pairs: impl IntoIterator<Item = (N, V)>,
