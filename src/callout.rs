@@ -1,8 +1,28 @@
-//! The answer to an HTTP callout, read from the host once for the core to interpret.
+//! HTTP callouts on the host: sending one, and reading its answer once for the core to
+//! interpret.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
+use std::time::Duration;
 use tokengate_core::keys::remote::Answer;
+
+/// Sends a callout to `cluster`: its token, or the host's refusal in words (for a key fetch
+/// or an introspection the core then counts as not sent).
+pub fn dispatch(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<u32, String> {
+    hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        body,
+        vec![],
+        Duration::from_millis(timeout_ms),
+    )
+    .map_err(|status| format!("{:?}", status))
+}
 
 pub struct CalloutAnswer {
     headers: Vec<(String, String)>,

@@ -3,11 +3,9 @@
 //! root context, so that a callout outlives the request that asked first), and logging and
 //! counting what it reports.
 
-use crate::callout::CalloutAnswer;
+use crate::callout::{self, CalloutAnswer};
 use crate::entropy::random_u64;
 use crate::metrics::{bump, counter};
-use proxy_wasm::hostcalls;
-use std::time::Duration;
 use tokengate_core::config::settings::Settings;
 use tokengate_core::engine::gate::Gate;
 use tokengate_core::engine::introspection_calls::{
@@ -29,14 +27,7 @@ impl IntrospectionHost for Host {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        hostcalls::dispatch_http_call(
-            &call.cluster,
-            headers,
-            Some(&call.body),
-            vec![],
-            Duration::from_millis(call.timeout_ms),
-        )
-        .map_err(|status| format!("{:?}", status))
+        callout::dispatch(&call.cluster, headers, Some(&call.body), call.timeout_ms)
     }
 
     fn random(&mut self) -> u64 {

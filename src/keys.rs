@@ -1,12 +1,11 @@
 //! Remote key sets on the host side: carrying out what `tokengate_core::keys::sync` decides
 //! with proxy-wasm's shared data and callouts, and logging and counting what it reports.
 
-use crate::callout::CalloutAnswer;
+use crate::callout::{self, CalloutAnswer};
 use crate::entropy::random_u64;
 use crate::metrics::{add, bump, counter, gauge, set};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
-use std::time::Duration;
 use tokengate_core::config::settings::{KeySource, Settings};
 use tokengate_core::keys::remote::{Callout, FetchError, Url};
 use tokengate_core::keys::sync::{
@@ -64,14 +63,12 @@ impl KeyHost for Host {
     }
 
     fn dispatch(&mut self, callout: &Callout) -> Result<u32, String> {
-        hostcalls::dispatch_http_call(
+        callout::dispatch(
             &callout.cluster,
             callout.headers(),
             None,
-            vec![],
-            Duration::from_millis(callout.timeout_ms),
+            callout.timeout_ms,
         )
-        .map_err(|status| format!("{:?}", status))
     }
 
     fn random(&mut self) -> u64 {
